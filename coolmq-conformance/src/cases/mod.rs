@@ -1,0 +1,43 @@
+//! The cases, one module per topic.
+
+use crate::Case;
+
+mod capability;
+mod confirm;
+mod consume;
+mod load;
+mod redelivery;
+mod send;
+mod topic;
+mod topology;
+mod transaction;
+mod worker;
+
+/// Register an `async fn(Ctx) -> TestResult` as a case.
+macro_rules! case {
+    ($group:literal, $f:ident, [$($req:expr),* $(,)?]) => {
+        $crate::Case {
+            group: $group,
+            name: stringify!($f),
+            requires: &[$($req),*],
+            run: |ctx| Box::pin($f(ctx)),
+        }
+    };
+}
+pub(crate) use case;
+
+pub(crate) fn all() -> Vec<Case> {
+    [
+        send::cases(),
+        confirm::cases(),
+        transaction::cases(),
+        consume::cases(),
+        topic::cases(),
+        topology::cases(),
+        redelivery::cases(),
+        worker::cases(),
+        capability::cases(),
+        load::cases(),
+    ]
+    .concat()
+}

@@ -1,0 +1,144 @@
+//! What a case works with: a connected broker, unique names, helpers, and cleanup of
+//! everything it declared.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coolmq_core::{
+    Broker, Config, ConnectFn, Consumer, Delivery, Destination, Message, Publisher, QueueSpec,
+    Result,
+};
+
+use crate::{Failed, TestResult};
+
+/// How long a case waits for a message that should come.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A case's context. Cheap to clone.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The broker, connected for this case.
+    pub broker: Broker,
+    config: Config,
+    connect: ConnectFn,
+    id: String,
+    queues: Arc<Mutex<Vec<String>>>,
+}
+
+impl Ctx {
+    pub(crate) fn new(broker: Broker, config: Config, connect: ConnectFn, id: String) -> Self {
+        Ctx {
+            broker,
+            config,
+            connect,
+            id,
+            queues: Arc::default(),
+        }
+    }
+
+    /// A name unique to this case (and run).
+    pub fn name(&self, suffix: &str) -> String {
+        format!("coolmq.test.{}.{suffix}", self.id)
+    }
+
+    /// A second, independent connection to the same broker (a "restarted process").
+    pub async fn reconnect(&self) -> Result<Broker> {
+        (self.connect)(self.config.clone()).await
+    }
+
+    /// Declare a queue spec and remember it (and its dead-letter queue) for cleanup.
+    pub async fn declare(&self, spec: &QueueSpec) -> Result<()> {
+        {
+            let mut q = self.queues.lock().expect("lock");
+            q.push(spec.name.clone());
+            q.extend(spec.dead_letter_queue.clone());
+        }
+        self.broker.declare_queue(spec).await
+    }
+
+    /// Declare a fresh queue (with its dead-letter queue if the backend has them) and
+    /// return its name.
+    pub async fn queue(&self, suffix: &str) -> Result<String> {
+        let spec = self.spec(suffix);
+        self.declare(&spec).await?;
+        Ok(spec.name)
+    }
+
+    /// The spec of a fresh queue, before declaring it.
+    pub fn spec(&self, suffix: &str) -> QueueSpec {
+        let spec = self.broker.queue_spec(self.name(suffix));
+        if self.broker.capabilities().dead_letter {
+            spec
+        } else {
+            spec.dead_letter_queue(None)
+        }
+    }
+
+    /// A publisher.
+    pub async fn publisher(&self) -> Result<Publisher> {
+        self.broker.publisher().await
+    }
+
+    /// Send one message to a queue and require the confirm.
+    pub async fn send(&self, queue: &str, message: Message) -> TestResult {
+        self.publisher()
+            .await?
+            .send(&Destination::queue(queue), message)
+            .await?;
+        Ok(())
+    }
+
+    /// The next delivery, failing the case if none comes within [`RECV_TIMEOUT`].
+    pub async fn recv(&self, consumer: &mut Consumer) -> Result<Delivery, Failed> {
+        match tokio::time::timeout(RECV_TIMEOUT, consumer.recv()).await {
+            Ok(Ok(Some(d))) => Ok(d),
+            Ok(Ok(None)) => Err(Failed("consumer closed while a message was expected".into())),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(Failed(format!(
+                "no message on {} within {RECV_TIMEOUT:?}",
+                consumer.queue()
+            ))),
+        }
+    }
+
+    /// Require that no delivery arrives within `wait`.
+    pub async fn expect_nothing(&self, consumer: &mut Consumer, wait: Duration) -> TestResult {
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Err(_) | Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(d))) => Err(Failed(format!(
+                "expected no message on {} but got {:?}",
+                consumer.queue(),
+                d
+            ))),
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+
+    /// Receive and ack every message of `queue` until it stays quiet for `quiet`.
+    pub async fn drain(&self, queue: &str, quiet: Duration) -> Result<Vec<Message>, Failed> {
+        let mut consumer = self.broker.consumer(queue).await?;
+        let mut out = Vec::new();
+        while let Ok(next) = tokio::time::timeout(quiet, consumer.recv()).await {
+            match next? {
+                Some(d) => {
+                    out.push(d.message().clone());
+                    d.ack().await?;
+                }
+                None => break,
+            }
+        }
+        consumer.close().await?;
+        Ok(out)
+    }
+
+    /// Delete every queue this case declared and close the connection.
+    pub async fn cleanup(&self) {
+        let queues = std::mem::take(&mut *self.queues.lock().expect("lock"));
+        for q in queues {
+            if let Err(e) = self.broker.delete_queue(&q).await {
+                tracing::warn!(queue = %q, error = %e, "cleanup failed");
+            }
+        }
+        let _ = self.broker.close().await;
+    }
+}

@@ -1,0 +1,36 @@
+//! # coolmq-conformance
+//!
+//! The shared suite every coolmq backend must pass, published as a library so out-of-tree
+//! backends can run it too. Each case is its own named test (pass, fail, or ignored with the
+//! missing capability in its kind — never silently absent), runs on fresh uniquely named
+//! queues, and deletes what it made.
+//!
+//! Run it from a `[[test]]` target with `harness = false`:
+//!
+//! ```no_run
+//! use coolmq_conformance::{run, Target};
+//! fn main() -> std::process::ExitCode {
+//!     let memory = Target::new("memory", |case| {
+//!         let mut c = coolmq_core::Config::from_url(format!("memory://{case}")).unwrap();
+//!         c.confirm_timeout = std::time::Duration::from_secs(1);
+//!         c
+//!     }, |c| Box::pin(coolmq_memory::connect(c)));
+//!     run(vec![memory])
+//! }
+//! # mod coolmq_memory { pub async fn connect(_: coolmq_core::Config) -> coolmq_core::Result<coolmq_core::Broker> { unimplemented!() } }
+//! ```
+#![deny(missing_docs)]
+
+mod case;
+mod cases;
+mod ctx;
+mod runner;
+
+pub use case::{Case, CaseFn, Failed, Requirement, TestResult};
+pub use ctx::Ctx;
+pub use runner::{run, run_with_args, trials, Target};
+
+/// Every case of the suite, in a stable order.
+pub fn cases() -> Vec<Case> {
+    cases::all()
+}

@@ -1,0 +1,140 @@
+//! Turns cases into libtest-mimic trials for each target backend and runs them.
+
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use coolmq_core::{Capabilities, Config, ConnectFn};
+use libtest_mimic::{Arguments, Failed as MimicFailed, Trial};
+use tokio::runtime::Runtime;
+
+use crate::{cases, Ctx};
+
+/// Longest a single case may run before it fails.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A backend to run the suite against.
+#[derive(Clone)]
+pub struct Target {
+    /// Shown before every case name (`memory::send::…`).
+    pub name: String,
+    /// The configuration for one case; the argument is unique per case (the memory target
+    /// uses it as the broker name, so cases are isolated).
+    pub config_for_case: Arc<dyn Fn(&str) -> Config + Send + Sync>,
+    /// How to connect.
+    pub connect: ConnectFn,
+    /// Told to the user when the broker cannot be reached (how to start it).
+    pub unreachable_hint: String,
+}
+
+impl Target {
+    /// A target.
+    pub fn new(
+        name: impl Into<String>,
+        config_for_case: impl Fn(&str) -> Config + Send + Sync + 'static,
+        connect: ConnectFn,
+    ) -> Self {
+        Target {
+            name: name.into(),
+            config_for_case: Arc::new(config_for_case),
+            connect,
+            unreachable_hint: String::new(),
+        }
+    }
+
+    /// Say how to start the broker, for the failure when it is unreachable.
+    pub fn with_unreachable_hint(mut self, hint: impl Into<String>) -> Self {
+        self.unreachable_hint = hint.into();
+        self
+    }
+}
+
+fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("coolmq-conformance")
+            .build()
+            .expect("a tokio runtime")
+    })
+}
+
+async fn probe(target: &Target) -> Result<Capabilities, String> {
+    let config = (target.config_for_case)("probe");
+    let url = config.redacted_url();
+    let broker = tokio::time::timeout(Duration::from_secs(60), (target.connect)(config))
+        .await
+        .map_err(|_| format!("connecting to {url} timed out. {}", target.unreachable_hint))?
+        .map_err(|e| format!("cannot connect to {url}: {e}. {}", target.unreachable_hint))?;
+    let caps = broker.capabilities();
+    let _ = broker.close().await;
+    Ok(caps)
+}
+
+/// The trials for every case on every target: a failing `<target>::connect` trial instead
+/// when a target's broker cannot be reached.
+pub fn trials(targets: &[Target]) -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for target in targets {
+        let caps = match runtime().block_on(probe(target)) {
+            Ok(caps) => caps,
+            Err(msg) => {
+                trials.push(Trial::test(format!("{}::connect", target.name), move || {
+                    Err(MimicFailed::from(msg))
+                }));
+                continue;
+            }
+        };
+        for case in cases::all() {
+            let name = format!("{}::{}", target.name, case.full_name());
+            let missing = case.missing(&caps);
+            if !missing.is_empty() {
+                let kind = format!("unsupported: {}", missing.join(", "));
+                trials.push(
+                    Trial::test(name, || Ok(()))
+                        .with_kind(kind)
+                        .with_ignored_flag(true),
+                );
+                continue;
+            }
+            let target = target.clone();
+            trials.push(Trial::test(name, move || {
+                runtime().block_on(run_case(target, case))
+            }));
+        }
+    }
+    trials
+}
+
+async fn run_case(target: Target, case: crate::Case) -> Result<(), MimicFailed> {
+    let id = format!(
+        "{}-{}-{}",
+        case.group,
+        case.name.replace('_', "-"),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let config = (target.config_for_case)(&id);
+    let broker = (target.connect)(config.clone())
+        .await
+        .map_err(|e| format!("cannot connect: {e}. {}", target.unreachable_hint))?;
+    let ctx = Ctx::new(broker, config, target.connect, id);
+    let outcome = tokio::time::timeout(CASE_TIMEOUT, (case.run)(ctx.clone())).await;
+    ctx.cleanup().await;
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(f)) => Err(f.0.into()),
+        Err(_) => Err(format!("case timed out after {CASE_TIMEOUT:?}").into()),
+    }
+}
+
+/// Run the suite against `targets` with the command line's libtest arguments; the exit code
+/// is non-zero if any case failed.
+pub fn run(targets: Vec<Target>) -> ExitCode {
+    run_with_args(targets, Arguments::from_args())
+}
+
+/// Run the suite with explicit arguments (filters, `--list`…).
+pub fn run_with_args(targets: Vec<Target>, args: Arguments) -> ExitCode {
+    libtest_mimic::run(&args, trials(&targets)).exit_code()
+}

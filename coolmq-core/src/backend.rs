@@ -1,0 +1,138 @@
+//! The traits a backend implements (the "raw" side, like OpenDAL's `Access`). Applications use
+//! [`crate::Broker`] instead; out-of-tree backends implement these and run the conformance
+//! suite.
+//!
+//! Every method is required: a backend that cannot do something says so with
+//! [`crate::ErrorKind::Unsupported`] and a false flag in [`Capabilities`].
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{
+    Capabilities, ConsumerOptions, Delivery, Destination, Message, QueueSpec, Receipt, Result,
+    SendError, SendOptions,
+};
+
+/// Who a backend is and what it can do.
+#[derive(Debug, Clone)]
+pub struct BackendInfo {
+    /// The backend's name (`memory`, `rabbit`, `activemq`).
+    pub name: &'static str,
+    /// The endpoint with credentials redacted, for logs.
+    pub endpoint: String,
+    /// What it can do.
+    pub capabilities: Capabilities,
+}
+
+/// A connection to one broker.
+///
+/// # Contract
+/// - `declare_queue` is idempotent and also declares the spec's dead-letter queue and bindings.
+/// - `delete_queue` of an absent queue succeeds.
+/// - `publisher` and `consumer` may be called many times; each consumer has its own prefetch.
+#[async_trait]
+pub trait Backend: Send + Sync + Debug + 'static {
+    /// Name, endpoint and capabilities.
+    fn info(&self) -> &BackendInfo;
+    /// Declare a queue, its dead-letter queue and its topic bindings.
+    async fn declare_queue(&self, spec: &QueueSpec) -> Result<()>;
+    /// Delete a queue and the messages in it.
+    async fn delete_queue(&self, name: &str) -> Result<()>;
+    /// Number of messages ready for delivery (not counting unsettled or delayed ones).
+    async fn queue_depth(&self, name: &str) -> Result<u64>;
+    /// A publisher; `send` takes `&self` so many sends can be in flight.
+    async fn publisher(&self) -> Result<Arc<dyn PublisherBackend>>;
+    /// A consumer of `queue` with manual acknowledgement and the given prefetch.
+    async fn consumer(
+        &self,
+        queue: &str,
+        options: &ConsumerOptions,
+    ) -> Result<Box<dyn ConsumerBackend>>;
+    /// Fault injection for the conformance suite, where [`Capabilities::fault_injection`].
+    fn fault_injector(&self) -> Option<Arc<dyn FaultInjector>>;
+    /// Close the connection; unsettled deliveries return to their queues.
+    async fn close(&self) -> Result<()>;
+}
+
+/// The sending side of a backend.
+///
+/// # Contract
+/// `send` resolves `Ok` only once the broker has taken responsibility for the message; every
+/// failure hands the message back in the [`SendError`].
+#[async_trait]
+pub trait PublisherBackend: Send + Sync {
+    /// Send one message and wait for the broker's confirm.
+    async fn send(
+        &self,
+        destination: &Destination,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<Receipt, SendError>;
+    /// Start a broker transaction.
+    async fn begin(&self) -> Result<Box<dyn TransactionBackend>>;
+}
+
+/// A broker transaction.
+///
+/// # Contract
+/// Nothing sent in it is visible before `commit`; `rollback` (or `abandon`) discards it all.
+#[async_trait]
+pub trait TransactionBackend: Send {
+    /// Send a message as part of the transaction.
+    async fn send(&mut self, destination: &Destination, message: Message) -> Result<(), SendError>;
+    /// Acknowledge a delivery as part of the transaction (needs `transactional_ack`).
+    async fn ack(&mut self, delivery: Delivery) -> Result<()>;
+    /// Make everything visible at once.
+    async fn commit(self: Box<Self>) -> Result<()>;
+    /// Discard everything.
+    async fn rollback(self: Box<Self>) -> Result<()>;
+    /// Roll back without awaiting (called from `Drop`).
+    fn abandon(self: Box<Self>);
+}
+
+/// The receiving side of a backend.
+#[async_trait]
+pub trait ConsumerBackend: Send {
+    /// The next delivery; `Ok(None)` once the consumer is closed.
+    async fn recv(&mut self) -> Result<Option<Delivery>>;
+    /// Stop consuming; unsettled deliveries return to the queue.
+    async fn close(&mut self) -> Result<()>;
+}
+
+/// Settles one delivery on the broker. Each method consumes the acker, so a delivery is
+/// settled at most once.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Acknowledge: the broker forgets the message.
+    async fn ack(self: Box<Self>) -> Result<()>;
+    /// Return the message to its queue for immediate redelivery (redelivered flag set,
+    /// delivery count + 1).
+    async fn requeue(self: Box<Self>) -> Result<()>;
+    /// Send `replacement` to `destination` (after `options.delay`) and acknowledge this
+    /// delivery — atomically where the broker allows, otherwise confirm first, then ack. Used
+    /// for delayed retries and dead-lettering.
+    async fn forward(
+        self: Box<Self>,
+        destination: &Destination,
+        replacement: Message,
+        options: &SendOptions,
+    ) -> Result<()>;
+    /// Requeue without awaiting; called when a delivery is dropped unsettled.
+    fn release(self: Box<Self>);
+    /// For backends whose transactions settle their own deliveries.
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+/// Deterministic faults for the conformance suite (the memory backend implements it).
+pub trait FaultInjector: Send + Sync {
+    /// The next publish is answered with a negative confirm.
+    fn nack_next_publish(&self);
+    /// The next publish is stored but its confirm never arrives (the sender times out).
+    fn lose_next_confirm(&self);
+    /// Every consumer's connection drops: unsettled deliveries are requeued, their handles go
+    /// stale, and consumers reconnect.
+    fn drop_consumer_connections(&self);
+}

@@ -1,0 +1,248 @@
+//! Configuration: the broker URL plus the reliability knobs, from TOML, environment variables
+//! or code — so swapping brokers is a configuration change, never a code change.
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::{duration_serde, Error, ErrorKind, RedeliveryPolicyMap, Result, DEFAULT_PREFETCH};
+
+/// Environment variable prefix: `COOLMQ_URL`, `COOLMQ_PREFETCH`,
+/// `COOLMQ_REDELIVERY__DEFAULT__MAXIMUM_REDELIVERIES`…
+pub const ENV_PREFIX: &str = "COOLMQ_";
+/// Environment variable naming a TOML file to read before the other variables.
+pub const ENV_CONFIG_FILE: &str = "COOLMQ_CONFIG";
+
+/// Everything needed to connect and to behave reliably.
+///
+/// ```
+/// use coolmq_core::Config;
+/// let c = Config::from_toml_str(r#"
+///     url = "memory://orders"
+///     prefetch = 50
+///     [redelivery.default]
+///     maximum_redeliveries = 3
+///     initial_redelivery_delay = "250ms"
+///     [redelivery.queues."payments"]
+///     maximum_redeliveries = 10
+/// "#).unwrap();
+/// assert_eq!(c.prefetch, 50);
+/// assert_eq!(c.redelivery.policy_for("payments").maximum_redeliveries, 10);
+/// assert_eq!(c.redelivery.policy_for("other").maximum_redeliveries, 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The broker: `memory://[name]`, `amqp://user:pass@host:5672/vhost`, `amqp1://…`.
+    pub url: String,
+    /// Deliveries a consumer may hold unsettled. Default 200.
+    pub prefetch: u16,
+    /// Sends a publisher keeps in flight awaiting confirms. Default 256.
+    pub publisher_window: usize,
+    /// How long a send waits for its confirm before failing with `Timeout`. Default 30 s.
+    #[serde(with = "duration_serde")]
+    pub confirm_timeout: Duration,
+    /// How long connecting may take before failing with `Unreachable`. Default 10 s.
+    #[serde(with = "duration_serde")]
+    pub connect_timeout: Duration,
+    /// Prefix of dead-letter queue names. Default `DLQ.`.
+    pub dead_letter_prefix: String,
+    /// Redelivery policy: a default entry and per-queue overrides.
+    pub redelivery: RedeliveryPolicyMap,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            url: "memory://".to_string(),
+            prefetch: DEFAULT_PREFETCH,
+            publisher_window: 256,
+            confirm_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            dead_letter_prefix: crate::DEFAULT_DEAD_LETTER_PREFIX.to_string(),
+            redelivery: RedeliveryPolicyMap::default(),
+        }
+    }
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "url",
+    "prefetch",
+    "publisher_window",
+    "confirm_timeout",
+    "connect_timeout",
+    "dead_letter_prefix",
+    "redelivery",
+];
+
+impl Config {
+    /// Defaults with this URL.
+    pub fn from_url(url: impl Into<String>) -> Result<Self> {
+        let c = Config {
+            url: url.into(),
+            ..Config::default()
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Parse TOML text (absent fields take their defaults).
+    pub fn from_toml_str(toml: &str) -> Result<Self> {
+        Self::extract(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)))
+    }
+
+    /// Read a TOML file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config("config", format!("cannot read config file {}", path.display()))
+                .with_source(e)
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Defaults, then the TOML file named by `COOLMQ_CONFIG` if set, then `COOLMQ_*`
+    /// variables (nested keys separated by `__`).
+    pub fn from_env() -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Ok(path) = std::env::var(ENV_CONFIG_FILE) {
+            if !Path::new(&path).exists() {
+                return Err(Error::config(
+                    ENV_CONFIG_FILE,
+                    format!("{ENV_CONFIG_FILE} names {path}, which does not exist"),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
+            let top = key.as_str().split('.').next().unwrap_or_default();
+            TOP_LEVEL_KEYS.contains(&top)
+        });
+        Self::extract(figment.merge(env))
+    }
+
+    fn extract(figment: Figment) -> Result<Self> {
+        let config: Config = figment.extract().map_err(from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check every value; the error names the bad field.
+    pub fn validate(&self) -> Result<()> {
+        parse_url(&self.url)?;
+        if self.prefetch == 0 {
+            return Err(Error::config("prefetch", "prefetch must be at least 1 (0 would mean unbounded)"));
+        }
+        if self.publisher_window == 0 {
+            return Err(Error::config("publisher_window", "publisher_window must be at least 1"));
+        }
+        if self.confirm_timeout.is_zero() {
+            return Err(Error::config("confirm_timeout", "confirm_timeout must be positive"));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(Error::config("connect_timeout", "connect_timeout must be positive"));
+        }
+        if self.dead_letter_prefix.is_empty() {
+            return Err(Error::config(
+                "dead_letter_prefix",
+                "dead_letter_prefix must not be empty (the DLQ would be the queue itself)",
+            ));
+        }
+        self.redelivery.validate()
+    }
+
+    /// The dead-letter queue name of `queue`.
+    pub fn dead_letter_queue(&self, queue: &str) -> String {
+        format!("{}{queue}", self.dead_letter_prefix)
+    }
+
+    /// The URL with any password replaced by `***`, for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+fn from_figment(e: figment::Error) -> Error {
+    let field = if e.path.is_empty() {
+        "config".to_string()
+    } else {
+        e.path.join(".")
+    };
+    let message = format!("invalid configuration: {}", e.kind);
+    Error::new(ErrorKind::ConfigInvalid, message)
+        .with_context("field", field)
+        .with_source(e)
+}
+
+/// Parse a broker URL, with a typed error naming `url` on failure.
+pub fn parse_url(url: &str) -> Result<url::Url> {
+    url::Url::parse(url).map_err(|e| {
+        Error::config("url", format!("malformed broker URL {:?}: {e}", redact_url(url))).with_source(e)
+    })
+}
+
+/// Replace the password of a URL with `***` (unparseable URLs are cut after the scheme).
+///
+/// ```
+/// assert_eq!(coolmq_core::redact_url("amqp://guest:secret@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://…"),
+            None => "<unparseable url>".to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_broker() {
+        let c = Config::default();
+        assert_eq!(c.url, "memory://");
+        assert_eq!(c.prefetch, 200);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_field_is_named() {
+        let e = Config::from_toml_str("prefetch = \"lots\"").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+        assert_eq!(e.context("field"), Some("prefetch"));
+
+        let e = Config::from_toml_str("[redelivery.default]\nmaximum_redeliveries = -5").unwrap_err();
+        assert_eq!(e.context("field"), Some("redelivery.default.maximum_redeliveries"));
+
+        let e = Config::from_toml_str("prefetsh = 3").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+        assert!(e.to_string().contains("prefetsh"), "{e}");
+
+        let e = Config::from_toml_str("[redelivery.default]\ninitial_redelivery_delay = \"soon\"").unwrap_err();
+        assert_eq!(e.context("field"), Some("redelivery.default.initial_redelivery_delay"));
+
+        let e = Config::from_toml_str("url = \"not a url\"").unwrap_err();
+        assert_eq!(e.context("field"), Some("url"));
+
+        let e = Config::from_toml_str("prefetch = 0").unwrap_err();
+        assert_eq!(e.context("field"), Some("prefetch"));
+    }
+
+    #[test]
+    fn redaction_hides_passwords_only() {
+        assert_eq!(redact_url("memory://x"), "memory://x");
+        assert_eq!(redact_url("amqp1://u:p@h:5673"), "amqp1://u:***@h:5673");
+        assert_eq!(redact_url("amqp://u:p@@bad url"), "amqp://…");
+    }
+}

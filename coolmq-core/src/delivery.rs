@@ -1,0 +1,212 @@
+//! A received message and its settlement. Settling consumes the delivery, so double settlement
+//! does not compile; dropping it unsettled requeues it, so a forgotten ack never wedges a queue.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::backend::Acker;
+use crate::dead_letter::{record_failure, DeadLetterEvent, ATTEMPTS_HEADER, ATTEMPT_HEADER, ORIGIN_QUEUE_HEADER};
+use crate::{Capabilities, Destination, Error, ErrorKind, HeaderValue, Message, Result, SendOptions};
+
+/// How to refuse a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nack {
+    /// Put it back on its queue now (redelivered flag, attempt + 1).
+    Requeue,
+    /// Redeliver it after a delay (needs `delayed_delivery`): a copy with attempt + 1 waits on
+    /// the broker, blocking no other message, and the original is acknowledged.
+    RetryAfter(Duration),
+    /// Move it to the queue's dead-letter queue with the failure metadata headers.
+    DeadLetter(String),
+}
+
+/// What a consumer knows about where its deliveries come from; shared by its deliveries.
+#[derive(Debug, Clone)]
+pub struct DeliveryContext {
+    /// The queue consumed.
+    pub queue: String,
+    /// Its dead-letter queue, if it has one.
+    pub dead_letter_queue: Option<String>,
+    /// The backend's capabilities.
+    pub capabilities: Capabilities,
+    /// The backend's name.
+    pub backend: &'static str,
+}
+
+/// A message received from a queue, to be settled exactly once.
+#[must_use = "a delivery must be acked or nacked; dropping it requeues it"]
+pub struct Delivery {
+    message: Message,
+    redelivered: bool,
+    attempt: u32,
+    context: Arc<DeliveryContext>,
+    acker: Option<Box<dyn Acker>>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("queue", &self.context.queue)
+            .field("message_id", &self.message.id)
+            .field("redelivered", &self.redelivered)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// Build a delivery (backends call this). `broker_redeliveries` is how often the broker
+    /// has delivered this copy before; the attempt adds coolmq's attempt header.
+    pub fn new(
+        message: Message,
+        redelivered: bool,
+        broker_redeliveries: u32,
+        context: Arc<DeliveryContext>,
+        acker: Box<dyn Acker>,
+    ) -> Self {
+        let attempt = crate::dead_letter::attempt_of(&message.headers, broker_redeliveries);
+        Delivery {
+            message,
+            redelivered: redelivered || attempt > 1,
+            attempt,
+            context,
+            acker: Some(acker),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// Whether this message was delivered before (to this or another consumer).
+    pub fn redelivered(&self) -> bool {
+        self.redelivered
+    }
+
+    /// Which delivery this is: 1 for the first, counting requeues and delayed retries.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The queue it came from.
+    pub fn queue(&self) -> &str {
+        &self.context.queue
+    }
+
+    /// The queue's dead-letter queue, if any.
+    pub fn dead_letter_queue(&self) -> Option<&str> {
+        self.context.dead_letter_queue.as_deref()
+    }
+
+    fn take_acker(&mut self) -> Box<dyn Acker> {
+        self.acker
+            .take()
+            .expect("an unsettled delivery always holds its acker")
+    }
+
+    /// Acknowledge: the broker forgets the message.
+    ///
+    /// # Errors
+    /// [`ErrorKind::StaleDelivery`] when the consumer's connection has gone; the broker will
+    /// redeliver the message.
+    pub async fn ack(mut self) -> Result<()> {
+        self.take_acker().ack().await
+    }
+
+    /// Refuse the delivery: requeue it, retry it later, or dead-letter it.
+    ///
+    /// If the backend cannot do the chosen refusal, the message is requeued and the error says
+    /// so: nothing is lost.
+    pub async fn nack(mut self, how: Nack) -> Result<()> {
+        match how {
+            Nack::Requeue => self.take_acker().requeue().await,
+            Nack::RetryAfter(delay) => {
+                if !self.context.capabilities.delayed_delivery {
+                    self.take_acker().requeue().await?;
+                    return Err(Error::unsupported("delayed redelivery", self.context.backend));
+                }
+                let mut copy = self.message.clone();
+                copy.headers.insert(
+                    ATTEMPT_HEADER.to_string(),
+                    HeaderValue::I32(self.attempt.saturating_add(1).min(i32::MAX as u32) as i32),
+                );
+                let destination = Destination::queue(self.context.queue.clone());
+                self.take_acker()
+                    .forward(&destination, copy, &SendOptions::delayed(delay))
+                    .await
+            }
+            Nack::DeadLetter(reason) => self.dead_letter(&reason).await.map(drop),
+        }
+    }
+
+    /// Move the message to the queue's dead-letter queue with the failure metadata headers
+    /// (confirmed before the original is acknowledged) and describe what was done.
+    pub async fn dead_letter(mut self, reason: &str) -> Result<DeadLetterEvent> {
+        let Some(dlq) = self.context.dead_letter_queue.clone() else {
+            self.take_acker().requeue().await?;
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                "the queue has no dead-letter queue; the message was requeued",
+            )
+            .with_context("queue", self.context.queue.clone()));
+        };
+        let copy = self.dead_letter_copy(reason);
+        self.take_acker()
+            .forward(&Destination::queue(dlq.clone()), copy.clone(), &SendOptions::default())
+            .await?;
+        Ok(DeadLetterEvent {
+            queue: self.context.queue.clone(),
+            dead_letter_queue: dlq,
+            message: copy,
+            attempts: self.attempt,
+            reason: reason.to_string(),
+        })
+    }
+
+    /// The capabilities of the backend the delivery came from.
+    pub fn capabilities(&self) -> Capabilities {
+        self.context.capabilities
+    }
+
+    /// The message as it would be stored in the dead-letter queue: the failure headers added.
+    pub fn dead_letter_copy(&self, reason: &str) -> Message {
+        let mut copy = self.message.clone();
+        record_failure(&mut copy, reason, SystemTime::now());
+        copy.headers.insert(
+            ORIGIN_QUEUE_HEADER.to_string(),
+            HeaderValue::String(self.context.queue.clone()),
+        );
+        copy.headers.insert(
+            ATTEMPTS_HEADER.to_string(),
+            HeaderValue::I32(self.attempt.min(i32::MAX as u32) as i32),
+        );
+        copy.headers.remove(ATTEMPT_HEADER);
+        copy
+    }
+
+    /// Record a failure on the message before a retry (first/last failure, last error), so the
+    /// metadata survives until dead-lettering.
+    pub fn record_failure(&mut self, error: &str) {
+        record_failure(&mut self.message, error, SystemTime::now());
+    }
+
+    /// For backends' transactional ack: the acker, leaving the delivery settled.
+    pub fn into_acker(mut self) -> Box<dyn Acker> {
+        self.take_acker()
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some(acker) = self.acker.take() {
+            tracing::warn!(
+                queue = %self.context.queue,
+                message_id = %self.message.id,
+                "delivery dropped without ack or nack: requeueing it"
+            );
+            acker.release();
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Choosing a backend by URL scheme (like sqlx's `AnyDriver`): each driver declares its
+//! schemes and the cargo feature that compiles it in.
+
+use futures::future::BoxFuture;
+
+use crate::{config::parse_url, Broker, Config, Error, ErrorKind, Result};
+
+/// Connects a [`Config`] to a backend.
+pub type ConnectFn = fn(Config) -> BoxFuture<'static, Result<Broker>>;
+
+/// One backend coolmq knows about, compiled in or not.
+#[derive(Debug, Clone, Copy)]
+pub struct Driver {
+    /// The backend's name.
+    pub name: &'static str,
+    /// URL schemes it serves.
+    pub schemes: &'static [&'static str],
+    /// The cargo feature of the `coolmq` crate that compiles it in.
+    pub feature: &'static str,
+    /// `Some` when compiled in.
+    pub connect: Option<ConnectFn>,
+}
+
+/// Connect using the first driver serving the URL's scheme.
+///
+/// # Errors
+/// [`ErrorKind::ConfigInvalid`] for a malformed config or URL, [`ErrorKind::UnknownScheme`]
+/// listing the schemes available, [`ErrorKind::FeatureDisabled`] naming the feature to enable.
+pub async fn connect_with(drivers: &[Driver], config: &Config) -> Result<Broker> {
+    config.validate()?;
+    let url = parse_url(&config.url)?;
+    let scheme = url.scheme();
+    let Some(driver) = drivers.iter().find(|d| d.schemes.contains(&scheme)) else {
+        let known: Vec<String> = drivers
+            .iter()
+            .flat_map(|d| {
+                d.schemes.iter().map(move |s| {
+                    if d.connect.is_some() {
+                        format!("{s}://")
+                    } else {
+                        format!("{s}:// (feature `{}`)", d.feature)
+                    }
+                })
+            })
+            .collect();
+        return Err(Error::new(
+            ErrorKind::UnknownScheme,
+            format!("unknown broker URL scheme {scheme:?}; available: {}", known.join(", ")),
+        )
+        .with_context("field", "url")
+        .with_context("scheme", scheme));
+    };
+    let Some(connect) = driver.connect else {
+        return Err(Error::new(
+            ErrorKind::FeatureDisabled,
+            format!(
+                "the {} backend for {scheme}:// is not compiled in; enable the `{}` feature of coolmq",
+                driver.name, driver.feature
+            ),
+        )
+        .with_context("feature", driver.feature)
+        .with_context("scheme", scheme));
+    };
+    connect(config.clone()).await
+}

@@ -1,0 +1,48 @@
+//! # coolmq-core
+//!
+//! The contract of coolmq: the portable [`Message`], [`Destination`] and [`QueueSpec`]; the
+//! [`Broker`] handle applications hold, with its [`Publisher`] (confirmed sends that hand the
+//! message back on failure), [`Transaction`], [`Consumer`] and [`Delivery`] (settled exactly
+//! once, requeued when dropped); the ActiveMQ-style [`RedeliveryPolicy`]; the [`Worker`] that
+//! applies it and dead-letters to `DLQ.<queue>`; the one [`Error`] type; and the
+//! [`backend`] traits each broker implements.
+//!
+//! Applications depend on the `coolmq` facade crate; backends depend on this one.
+#![deny(missing_docs)]
+
+pub mod backend;
+mod address;
+mod broker;
+mod capability;
+mod config;
+mod consumer;
+pub mod dead_letter;
+mod delivery;
+mod driver;
+mod duration_serde;
+mod error;
+mod headers;
+mod message;
+mod publisher;
+mod redelivery;
+mod topology;
+mod transaction;
+mod worker;
+
+pub use address::{topic_matches, Destination};
+pub use backend::{Acker, Backend, BackendInfo, ConsumerBackend, FaultInjector, PublisherBackend, TransactionBackend};
+pub use broker::Broker;
+pub use capability::Capabilities;
+pub use config::{parse_url, redact_url, Config, ENV_CONFIG_FILE, ENV_PREFIX};
+pub use consumer::{Consumer, ConsumerOptions, DEFAULT_PREFETCH};
+pub use dead_letter::{DeadLetterEvent, DeadLetterObserver, LogObserver};
+pub use delivery::{Delivery, DeliveryContext, Nack};
+pub use driver::{connect_with, ConnectFn, Driver};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use headers::{HeaderValue, Headers};
+pub use message::{new_message_id, truncate_to_millis, Message, JSON_CONTENT_TYPE};
+pub use publisher::{Publisher, Receipt, SendError, SendOptions};
+pub use redelivery::{PolicyOverride, RedeliveryPolicy, RedeliveryPolicyMap};
+pub use topology::{dead_letter_queue_name, Overflow, QueueKind, QueueSpec, DEFAULT_DEAD_LETTER_PREFIX};
+pub use transaction::Transaction;
+pub use worker::{HandlerError, Incoming, ShutdownReport, Worker, WorkerBuilder, WorkerCounts, WorkerStats};

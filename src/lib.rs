@@ -1,0 +1,94 @@
+//! # coolmq
+//!
+//! Reliable, broker-agnostic messaging. One contract — confirmed sends that hand the message
+//! back on failure, transactions, manual acks with bounded prefetch, deliveries that are always
+//! settled, an ActiveMQ-style redelivery policy and `DLQ.<queue>` dead-lettering — on every
+//! backend, chosen by URL so that swapping brokers is a configuration change:
+//!
+//! | scheme | backend | feature |
+//! |---|---|---|
+//! | `memory://[name]` | in-process reference broker | `memory` (default) |
+//! | `amqp://`, `amqps://` | RabbitMQ (AMQP 0-9-1) | `rabbit` |
+//! | `amqp1://`, `amqp1s://` | ActiveMQ Artemis / Classic (AMQP 1.0) | `activemq` |
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> coolmq::Result<()> {
+//! use coolmq::{Config, Destination, HandlerError, Message};
+//! let config = Config::from_toml_str(r#"
+//!     url = "memory://quickstart"
+//!     [redelivery.default]
+//!     maximum_redeliveries = 2
+//!     initial_redelivery_delay = "10ms"
+//! "#)?;
+//! let broker = coolmq::connect(&config).await?;
+//! broker.declare_queue(&broker.queue_spec("orders")).await?;
+//! let publisher = broker.publisher().await?;
+//! publisher.send(&Destination::queue("orders"), Message::new("order 1")).await?;
+//! let worker = broker.worker("orders").start(|incoming| async move {
+//!     println!("got {:?}", incoming.message.body);
+//!     Ok::<(), HandlerError>(())
+//! }).await?;
+//! # while worker.counts().acked < 1 { tokio::time::sleep(std::time::Duration::from_millis(5)).await; }
+//! worker.shutdown(std::time::Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub use coolmq_core::*;
+
+#[cfg(feature = "memory")]
+pub use coolmq_memory as memory;
+
+/// Every backend coolmq knows, with whether it is compiled into this build.
+pub fn drivers() -> Vec<Driver> {
+    vec![
+        Driver {
+            name: "memory",
+            schemes: &["memory"],
+            feature: "memory",
+            #[cfg(feature = "memory")]
+            connect: Some(|c| Box::pin(coolmq_memory::connect(c))),
+            #[cfg(not(feature = "memory"))]
+            connect: None,
+        },
+        Driver {
+            name: "rabbit",
+            schemes: &["amqp", "amqps"],
+            feature: "rabbit",
+            connect: None,
+        },
+        Driver {
+            name: "activemq",
+            schemes: &["amqp1", "amqp1s"],
+            feature: "activemq",
+            connect: None,
+        },
+    ]
+}
+
+/// Connect to the broker the configuration names.
+///
+/// # Errors
+/// `ConfigInvalid` (the context's `field` names the bad value), `UnknownScheme` (listing the
+/// schemes available), `FeatureDisabled` (naming the feature to enable), or the backend's
+/// connection errors (`Unreachable`, `AuthenticationFailed`…).
+pub async fn connect(config: &Config) -> Result<Broker> {
+    connect_with(&drivers(), config).await
+}
+
+/// [`connect`] taking the configuration by value (a [`ConnectFn`], e.g. for the
+/// conformance suite's targets).
+pub async fn connect_owned(config: Config) -> Result<Broker> {
+    connect(&config).await
+}
+
+/// Connect to `url` with default settings.
+pub async fn connect_url(url: &str) -> Result<Broker> {
+    connect(&Config::from_url(url)?).await
+}
+
+/// Connect using `COOLMQ_CONFIG` (a TOML file) and `COOLMQ_*` environment variables; with
+/// none set, the embedded memory broker.
+pub async fn connect_from_env() -> Result<Broker> {
+    connect(&Config::from_env()?).await
+}

@@ -1,0 +1,52 @@
+//! Runs the shared conformance suite against every configured backend: the memory broker
+//! always, and each real broker whose `COOLMQ_TEST_*_URL` is set (README's test command sets
+//! them). A configured broker that cannot be reached fails the run; it never skips.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use coolmq::Config;
+use coolmq_conformance::Target;
+
+fn memory() -> Target {
+    Target::new(
+        "memory",
+        |case| {
+            let mut c = Config::from_url(format!("memory://{case}")).expect("valid url");
+            // Short enough for the lost-confirm case; a real lost confirm waits the default 30 s.
+            c.confirm_timeout = Duration::from_secs(1);
+            c
+        },
+        |c| Box::pin(coolmq::connect_owned(c)),
+    )
+}
+
+/// A target for a real broker named by an environment variable, if it is set.
+fn from_env(name: &str, var: &str) -> Option<Target> {
+    let url = std::env::var(var).ok().filter(|u| !u.is_empty())?;
+    Some(
+        Target::new(
+            name,
+            move |_| Config::from_url(url.clone()).expect("valid broker URL in the environment"),
+            |c| Box::pin(coolmq::connect_owned(c)),
+        )
+        .with_unreachable_hint(format!(
+            "{var} is set, so this broker must be running: start it with `scripts/brokers start`"
+        )),
+    )
+}
+
+fn main() -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COOLMQ_LOG")
+                .unwrap_or_else(|_| "coolmq=error".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let mut targets = vec![memory()];
+    targets.extend(from_env("rabbit", "COOLMQ_TEST_RABBIT_URL"));
+    targets.extend(from_env("artemis", "COOLMQ_TEST_ARTEMIS_URL"));
+    targets.extend(from_env("activemq", "COOLMQ_TEST_ACTIVEMQ_URL"));
+    coolmq_conformance::run(targets)
+}
