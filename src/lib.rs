@@ -39,6 +39,11 @@ pub use coolmq_core::*;
 #[cfg(feature = "memory")]
 pub use coolmq_memory as memory;
 
+/// README.md's examples, compiled by `cargo test --doc` so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Every backend coolmq knows, with whether it is compiled into this build.
 pub fn drivers() -> Vec<Driver> {
     vec![

@@ -25,12 +25,17 @@ async fn same_memory_url_shares_one_broker() {
         .unwrap();
     assert_eq!(b.queue_depth("q").await.unwrap(), 1);
     let c = coolmq::connect_url("memory://other-test").await.unwrap();
-    assert_eq!(c.queue_depth("q").await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        c.queue_depth("q").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
 
 #[tokio::test]
 async fn unknown_scheme_lists_the_available_ones() {
-    let e = coolmq::connect_url("kafka://localhost:9092").await.unwrap_err();
+    let e = coolmq::connect_url("kafka://localhost:9092")
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnknownScheme);
     let text = e.to_string();
     for scheme in ["memory://", "amqp://", "amqps://", "amqp1://"] {
@@ -58,10 +63,15 @@ async fn scheme_without_its_feature_names_the_feature() {
 
 #[tokio::test]
 async fn malformed_url_names_the_field_and_hides_credentials() {
-    let e = coolmq::connect_url("amqp://user:hunter2@[bad").await.unwrap_err();
+    let e = coolmq::connect_url("amqp://user:hunter2@[bad")
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
     assert_eq!(e.context("field"), Some("url"));
-    assert!(!e.to_string().contains("hunter2"), "credentials leaked: {e}");
+    assert!(
+        !e.to_string().contains("hunter2"),
+        "credentials leaked: {e}"
+    );
 
     let e = coolmq::connect_url("no scheme at all").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
@@ -69,10 +79,14 @@ async fn malformed_url_names_the_field_and_hides_credentials() {
 
 #[tokio::test]
 async fn bad_memory_option_names_the_field() {
-    let e = coolmq::connect_url("memory://x?max_message_size=huge").await.unwrap_err();
+    let e = coolmq::connect_url("memory://x?max_message_size=huge")
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
     assert_eq!(e.context("field"), Some("url.max_message_size"));
-    let e = coolmq::connect_url("memory://x?colour=blue").await.unwrap_err();
+    let e = coolmq::connect_url("memory://x?colour=blue")
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
     assert!(e.to_string().contains("colour"));
 }
@@ -104,7 +118,10 @@ fn toml_carries_every_setting() {
     let autopay = c.redelivery.policy_for("queue.thread.autopay");
     assert_eq!(autopay.maximum_redeliveries, 5);
     assert_eq!(autopay.initial_redelivery_delay, Duration::from_secs(10));
-    assert!(autopay.use_exponential_backoff, "inherited from the default entry");
+    assert!(
+        autopay.use_exponential_backoff,
+        "inherited from the default entry"
+    );
 }
 
 #[test]
@@ -113,8 +130,14 @@ fn malformed_config_names_the_bad_field() {
         ("prefetch = -1", "prefetch"),
         ("publisher_window = 0", "publisher_window"),
         ("confirm_timeout = \"forever\"", "confirm_timeout"),
-        ("[redelivery.default]\nbackoff_multiplier = \"big\"", "redelivery.default.backoff_multiplier"),
-        ("[redelivery.queues.q]\nmaximum_redeliveries = -7", "redelivery.queues.q.maximum_redeliveries"),
+        (
+            "[redelivery.default]\nbackoff_multiplier = \"big\"",
+            "redelivery.default.backoff_multiplier",
+        ),
+        (
+            "[redelivery.queues.q]\nmaximum_redeliveries = -7",
+            "redelivery.queues.q.maximum_redeliveries",
+        ),
         ("dead_letter_prefix = \"\"", "dead_letter_prefix"),
     ];
     for (toml, field) in cases {
@@ -123,7 +146,10 @@ fn malformed_config_names_the_bad_field() {
         assert_eq!(e.context("field"), Some(field), "{toml}: {e}");
     }
     let e = Config::from_toml_str("[redelivery.default]\nmaximum_redeliverys = 3").unwrap_err();
-    assert!(e.to_string().contains("maximum_redeliverys"), "unknown key named: {e}");
+    assert!(
+        e.to_string().contains("maximum_redeliverys"),
+        "unknown key named: {e}"
+    );
     let e = Config::from_toml_str("url = ").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
 }
@@ -153,7 +179,12 @@ async fn environment_configures_and_overrides_the_file() {
     std::env::set_var("COOLMQ_CONFIG", dir.join("missing.toml"));
     let e = Config::from_env().unwrap_err();
     assert_eq!(e.context("field"), Some("COOLMQ_CONFIG"));
-    for v in ["COOLMQ_CONFIG", "COOLMQ_PREFETCH", "COOLMQ_REDELIVERY__DEFAULT__MAXIMUM_REDELIVERIES", "COOLMQ_TEST_SOMETHING_ELSE"] {
+    for v in [
+        "COOLMQ_CONFIG",
+        "COOLMQ_PREFETCH",
+        "COOLMQ_REDELIVERY__DEFAULT__MAXIMUM_REDELIVERIES",
+        "COOLMQ_TEST_SOMETHING_ELSE",
+    ] {
         std::env::remove_var(v);
     }
 }

@@ -92,7 +92,9 @@ impl Ctx {
     pub async fn recv(&self, consumer: &mut Consumer) -> Result<Delivery, Failed> {
         match tokio::time::timeout(RECV_TIMEOUT, consumer.recv()).await {
             Ok(Ok(Some(d))) => Ok(d),
-            Ok(Ok(None)) => Err(Failed("consumer closed while a message was expected".into())),
+            Ok(Ok(None)) => Err(Failed(
+                "consumer closed while a message was expected".into(),
+            )),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(Failed(format!(
                 "no message on {} within {RECV_TIMEOUT:?}",

@@ -80,9 +80,10 @@ pub fn trials(targets: &[Target]) -> Vec<Trial> {
         let caps = match runtime().block_on(probe(target)) {
             Ok(caps) => caps,
             Err(msg) => {
-                trials.push(Trial::test(format!("{}::connect", target.name), move || {
-                    Err(MimicFailed::from(msg))
-                }));
+                trials.push(Trial::test(
+                    format!("{}::connect", target.name),
+                    move || Err(MimicFailed::from(msg)),
+                ));
                 continue;
             }
         };

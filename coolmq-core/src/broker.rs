@@ -100,12 +100,17 @@ impl Broker {
     /// A publisher with confirms.
     pub async fn publisher(&self) -> Result<Publisher> {
         let inner = self.backend.publisher().await?;
-        Ok(Publisher::new(inner, self.capabilities(), self.backend_name()))
+        Ok(Publisher::new(
+            inner,
+            self.capabilities(),
+            self.backend_name(),
+        ))
     }
 
     /// A consumer of `queue` with the configured prefetch.
     pub async fn consumer(&self, queue: &str) -> Result<Consumer> {
-        self.consumer_with_prefetch(queue, self.config.prefetch).await
+        self.consumer_with_prefetch(queue, self.config.prefetch)
+            .await
     }
 
     /// A consumer of `queue` with an explicit prefetch (> 0).

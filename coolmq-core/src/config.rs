@@ -91,15 +91,20 @@ impl Config {
 
     /// Parse TOML text (absent fields take their defaults).
     pub fn from_toml_str(toml: &str) -> Result<Self> {
-        Self::extract(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)))
+        Self::extract(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)),
+        )
     }
 
     /// Read a TOML file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config("config", format!("cannot read config file {}", path.display()))
-                .with_source(e)
+            Error::config(
+                "config",
+                format!("cannot read config file {}", path.display()),
+            )
+            .with_source(e)
         })?;
         Self::from_toml_str(&text)
     }
@@ -119,7 +124,7 @@ impl Config {
         }
         let env = Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
             let top = key.as_str().split('.').next().unwrap_or_default();
-            TOP_LEVEL_KEYS.contains(&top)
+            TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
         });
         Self::extract(figment.merge(env))
     }
@@ -134,16 +139,28 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         parse_url(&self.url)?;
         if self.prefetch == 0 {
-            return Err(Error::config("prefetch", "prefetch must be at least 1 (0 would mean unbounded)"));
+            return Err(Error::config(
+                "prefetch",
+                "prefetch must be at least 1 (0 would mean unbounded)",
+            ));
         }
         if self.publisher_window == 0 {
-            return Err(Error::config("publisher_window", "publisher_window must be at least 1"));
+            return Err(Error::config(
+                "publisher_window",
+                "publisher_window must be at least 1",
+            ));
         }
         if self.confirm_timeout.is_zero() {
-            return Err(Error::config("confirm_timeout", "confirm_timeout must be positive"));
+            return Err(Error::config(
+                "confirm_timeout",
+                "confirm_timeout must be positive",
+            ));
         }
         if self.connect_timeout.is_zero() {
-            return Err(Error::config("connect_timeout", "connect_timeout must be positive"));
+            return Err(Error::config(
+                "connect_timeout",
+                "connect_timeout must be positive",
+            ));
         }
         if self.dead_letter_prefix.is_empty() {
             return Err(Error::config(
@@ -180,7 +197,11 @@ fn from_figment(e: figment::Error) -> Error {
 /// Parse a broker URL, with a typed error naming `url` on failure.
 pub fn parse_url(url: &str) -> Result<url::Url> {
     url::Url::parse(url).map_err(|e| {
-        Error::config("url", format!("malformed broker URL {:?}: {e}", redact_url(url))).with_source(e)
+        Error::config(
+            "url",
+            format!("malformed broker URL {:?}: {e}", redact_url(url)),
+        )
+        .with_source(e)
     })
 }
 
@@ -222,15 +243,23 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
         assert_eq!(e.context("field"), Some("prefetch"));
 
-        let e = Config::from_toml_str("[redelivery.default]\nmaximum_redeliveries = -5").unwrap_err();
-        assert_eq!(e.context("field"), Some("redelivery.default.maximum_redeliveries"));
+        let e =
+            Config::from_toml_str("[redelivery.default]\nmaximum_redeliveries = -5").unwrap_err();
+        assert_eq!(
+            e.context("field"),
+            Some("redelivery.default.maximum_redeliveries")
+        );
 
         let e = Config::from_toml_str("prefetsh = 3").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
         assert!(e.to_string().contains("prefetsh"), "{e}");
 
-        let e = Config::from_toml_str("[redelivery.default]\ninitial_redelivery_delay = \"soon\"").unwrap_err();
-        assert_eq!(e.context("field"), Some("redelivery.default.initial_redelivery_delay"));
+        let e = Config::from_toml_str("[redelivery.default]\ninitial_redelivery_delay = \"soon\"")
+            .unwrap_err();
+        assert_eq!(
+            e.context("field"),
+            Some("redelivery.default.initial_redelivery_delay")
+        );
 
         let e = Config::from_toml_str("url = \"not a url\"").unwrap_err();
         assert_eq!(e.context("field"), Some("url"));

@@ -26,7 +26,9 @@ pub struct Consumer {
 
 impl fmt::Debug for Consumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Consumer").field("queue", &self.queue).finish()
+        f.debug_struct("Consumer")
+            .field("queue", &self.queue)
+            .finish()
     }
 }
 

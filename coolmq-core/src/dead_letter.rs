@@ -142,8 +142,14 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         record_failure(&mut m, "boom", t0);
         record_failure(&mut m, "bang", t0 + std::time::Duration::from_secs(5));
-        assert_eq!(m.headers[FIRST_FAILURE_HEADER].as_str(), Some("2023-11-14T22:13:20.000Z"));
-        assert_eq!(m.headers[LAST_FAILURE_HEADER].as_str(), Some("2023-11-14T22:13:25.000Z"));
+        assert_eq!(
+            m.headers[FIRST_FAILURE_HEADER].as_str(),
+            Some("2023-11-14T22:13:20.000Z")
+        );
+        assert_eq!(
+            m.headers[LAST_FAILURE_HEADER].as_str(),
+            Some("2023-11-14T22:13:25.000Z")
+        );
         assert_eq!(m.headers[LAST_ERROR_HEADER].as_str(), Some("bang"));
     }
 }

@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::backend::Acker;
-use crate::dead_letter::{record_failure, DeadLetterEvent, ATTEMPTS_HEADER, ATTEMPT_HEADER, ORIGIN_QUEUE_HEADER};
-use crate::{Capabilities, Destination, Error, ErrorKind, HeaderValue, Message, Result, SendOptions};
+use crate::dead_letter::{
+    record_failure, DeadLetterEvent, ATTEMPTS_HEADER, ATTEMPT_HEADER, ORIGIN_QUEUE_HEADER,
+};
+use crate::{
+    Capabilities, Destination, Error, ErrorKind, HeaderValue, Message, Result, SendOptions,
+};
 
 /// How to refuse a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +129,10 @@ impl Delivery {
             Nack::RetryAfter(delay) => {
                 if !self.context.capabilities.delayed_delivery {
                     self.take_acker().requeue().await?;
-                    return Err(Error::unsupported("delayed redelivery", self.context.backend));
+                    return Err(Error::unsupported(
+                        "delayed redelivery",
+                        self.context.backend,
+                    ));
                 }
                 let mut copy = self.message.clone();
                 copy.headers.insert(
@@ -154,7 +161,11 @@ impl Delivery {
         };
         let copy = self.dead_letter_copy(reason);
         self.take_acker()
-            .forward(&Destination::queue(dlq.clone()), copy.clone(), &SendOptions::default())
+            .forward(
+                &Destination::queue(dlq.clone()),
+                copy.clone(),
+                &SendOptions::default(),
+            )
             .await?;
         Ok(DeadLetterEvent {
             queue: self.context.queue.clone(),

@@ -45,7 +45,10 @@ pub async fn connect_with(drivers: &[Driver], config: &Config) -> Result<Broker>
             .collect();
         return Err(Error::new(
             ErrorKind::UnknownScheme,
-            format!("unknown broker URL scheme {scheme:?}; available: {}", known.join(", ")),
+            format!(
+                "unknown broker URL scheme {scheme:?}; available: {}",
+                known.join(", ")
+            ),
         )
         .with_context("field", "url")
         .with_context("scheme", scheme));

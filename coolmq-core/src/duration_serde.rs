@@ -15,8 +15,9 @@ enum Raw {
 fn parse(raw: Raw) -> Result<Duration, String> {
     match raw {
         Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-        Raw::Text(s) => humantime::parse_duration(s.trim())
-            .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. \"1s\", \"250ms\" or milliseconds")),
+        Raw::Text(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+            format!("invalid duration {s:?} ({e}); use e.g. \"1s\", \"250ms\" or milliseconds")
+        }),
     }
 }
 

@@ -10,8 +10,8 @@
 //! Applications depend on the `coolmq` facade crate; backends depend on this one.
 #![deny(missing_docs)]
 
-pub mod backend;
 mod address;
+pub mod backend;
 mod broker;
 mod capability;
 mod config;
@@ -30,7 +30,10 @@ mod transaction;
 mod worker;
 
 pub use address::{topic_matches, Destination};
-pub use backend::{Acker, Backend, BackendInfo, ConsumerBackend, FaultInjector, PublisherBackend, TransactionBackend};
+pub use backend::{
+    Acker, Backend, BackendInfo, ConsumerBackend, FaultInjector, PublisherBackend,
+    TransactionBackend,
+};
 pub use broker::Broker;
 pub use capability::Capabilities;
 pub use config::{parse_url, redact_url, Config, ENV_CONFIG_FILE, ENV_PREFIX};
@@ -43,6 +46,10 @@ pub use headers::{HeaderValue, Headers};
 pub use message::{new_message_id, truncate_to_millis, Message, JSON_CONTENT_TYPE};
 pub use publisher::{Publisher, Receipt, SendError, SendOptions};
 pub use redelivery::{PolicyOverride, RedeliveryPolicy, RedeliveryPolicyMap};
-pub use topology::{dead_letter_queue_name, Overflow, QueueKind, QueueSpec, DEFAULT_DEAD_LETTER_PREFIX};
+pub use topology::{
+    dead_letter_queue_name, Overflow, QueueKind, QueueSpec, DEFAULT_DEAD_LETTER_PREFIX,
+};
 pub use transaction::Transaction;
-pub use worker::{HandlerError, Incoming, ShutdownReport, Worker, WorkerBuilder, WorkerCounts, WorkerStats};
+pub use worker::{
+    HandlerError, Incoming, ShutdownReport, Worker, WorkerBuilder, WorkerCounts, WorkerStats,
+};

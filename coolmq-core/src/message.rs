@@ -70,8 +70,11 @@ impl Message {
     /// A message whose body is `value` serialized as JSON, with content type set.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
         let body = serde_json::to_vec(value).map_err(|e| {
-            Error::new(ErrorKind::Unexpected, "cannot serialize message body as JSON")
-                .with_source(e)
+            Error::new(
+                ErrorKind::Unexpected,
+                "cannot serialize message body as JSON",
+            )
+            .with_source(e)
         })?;
         Ok(Message::new(body).with_content_type(JSON_CONTENT_TYPE))
     }
@@ -79,10 +82,13 @@ impl Message {
     /// Decode the body as JSON.
     pub fn body_json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            Error::new(ErrorKind::Unexpected, "message body is not the expected JSON")
-                .with_context("message_id", self.id.clone())
-                .with_source(e)
-                .set_temporary(false)
+            Error::new(
+                ErrorKind::Unexpected,
+                "message body is not the expected JSON",
+            )
+            .with_context("message_id", self.id.clone())
+            .with_source(e)
+            .set_temporary(false)
         })
     }
 
@@ -156,7 +162,10 @@ fn approximate_value_size(v: &HeaderValue) -> usize {
         HeaderValue::String(s) => s.len(),
         HeaderValue::Bytes(b) => b.len(),
         HeaderValue::List(l) => l.iter().map(approximate_value_size).sum(),
-        HeaderValue::Map(m) => m.iter().map(|(k, v)| k.len() + approximate_value_size(v)).sum(),
+        HeaderValue::Map(m) => m
+            .iter()
+            .map(|(k, v)| k.len() + approximate_value_size(v))
+            .sum(),
         _ => 8,
     }
 }

@@ -140,7 +140,11 @@ impl Publisher {
     /// [`ErrorKind::Nacked`], [`ErrorKind::Rejected`], [`ErrorKind::Unroutable`],
     /// [`ErrorKind::Timeout`], [`ErrorKind::ConnectionLost`], [`ErrorKind::MessageTooLarge`]…,
     /// each with the message handed back.
-    pub async fn send(&self, destination: &Destination, message: Message) -> Result<Receipt, SendError> {
+    pub async fn send(
+        &self,
+        destination: &Destination,
+        message: Message,
+    ) -> Result<Receipt, SendError> {
         self.send_with(destination, message, &SendOptions::default())
             .await
     }
@@ -152,7 +156,13 @@ impl Publisher {
         message: Message,
         options: &SendOptions,
     ) -> Result<Receipt, SendError> {
-        if let Err(e) = check_send(&self.capabilities, self.backend, destination, &message, options) {
+        if let Err(e) = check_send(
+            &self.capabilities,
+            self.backend,
+            destination,
+            &message,
+            options,
+        ) {
             return Err(SendError::new(e, message));
         }
         self.inner.send(destination, message, options).await

@@ -133,17 +133,26 @@ pub struct PolicyOverride {
     /// See [`RedeliveryPolicy::maximum_redeliveries`].
     pub maximum_redeliveries: Option<i32>,
     /// See [`RedeliveryPolicy::initial_redelivery_delay`].
-    #[serde(with = "duration_serde::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "duration_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub initial_redelivery_delay: Option<Duration>,
     /// See [`RedeliveryPolicy::redelivery_delay`].
-    #[serde(with = "duration_serde::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "duration_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub redelivery_delay: Option<Duration>,
     /// See [`RedeliveryPolicy::use_exponential_backoff`].
     pub use_exponential_backoff: Option<bool>,
     /// See [`RedeliveryPolicy::backoff_multiplier`].
     pub backoff_multiplier: Option<f64>,
     /// See [`RedeliveryPolicy::maximum_redelivery_delay`].
-    #[serde(with = "duration_serde::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "duration_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub maximum_redelivery_delay: Option<Duration>,
     /// See [`RedeliveryPolicy::use_collision_avoidance`].
     pub use_collision_avoidance: Option<bool>,
@@ -155,7 +164,9 @@ impl PolicyOverride {
     /// The default policy with these overrides applied.
     pub fn apply(&self, base: &RedeliveryPolicy) -> RedeliveryPolicy {
         RedeliveryPolicy {
-            maximum_redeliveries: self.maximum_redeliveries.unwrap_or(base.maximum_redeliveries),
+            maximum_redeliveries: self
+                .maximum_redeliveries
+                .unwrap_or(base.maximum_redeliveries),
             initial_redelivery_delay: self
                 .initial_redelivery_delay
                 .unwrap_or(base.initial_redelivery_delay),
@@ -305,7 +316,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(map.default.maximum_redeliveries, 3);
-        assert_eq!(map.default.initial_redelivery_delay, Duration::from_millis(250));
+        assert_eq!(
+            map.default.initial_redelivery_delay,
+            Duration::from_millis(250)
+        );
         assert_eq!(map.default.redelivery_delay, Duration::from_secs(2));
         assert_eq!(map.default.maximum_redelivery_delay, None);
         assert_eq!(

@@ -43,9 +43,19 @@ impl Transaction {
     }
 
     /// Send a message within the transaction.
-    pub async fn send(&mut self, destination: &Destination, message: Message) -> Result<(), SendError> {
+    pub async fn send(
+        &mut self,
+        destination: &Destination,
+        message: Message,
+    ) -> Result<(), SendError> {
         let caps = self.capabilities;
-        if let Err(e) = check_send(&caps, self.backend, destination, &message, &SendOptions::default()) {
+        if let Err(e) = check_send(
+            &caps,
+            self.backend,
+            destination,
+            &message,
+            &SendOptions::default(),
+        ) {
             return Err(SendError::new(e, message));
         }
         self.inner().send(destination, message).await
@@ -75,7 +85,10 @@ impl Transaction {
 impl Drop for Transaction {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
-            tracing::debug!(backend = self.backend, "transaction dropped without commit: rolling back");
+            tracing::debug!(
+                backend = self.backend,
+                "transaction dropped without commit: rolling back"
+            );
             inner.abandon();
         }
     }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use tracing::Instrument;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::dead_letter::{DeadLetterObserver, LogObserver};
 use crate::{BoxError, Broker, Consumer, Delivery, Message, Nack, RedeliveryPolicy, Result};
@@ -288,8 +288,10 @@ impl Worker {
         let task = self.task.take().expect("running");
         match task.await {
             Ok(r) => r,
-            Err(e) => Err(crate::Error::new(crate::ErrorKind::Unexpected, "worker task failed")
-                .with_source(e)),
+            Err(e) => Err(
+                crate::Error::new(crate::ErrorKind::Unexpected, "worker task failed")
+                    .with_source(e),
+            ),
         }
     }
 }

@@ -19,7 +19,13 @@ impl MemoryOptions {
     pub fn from_url(url: &str) -> Result<Self> {
         let u = parse_url(url)?;
         if u.scheme() != "memory" {
-            return Err(Error::config("url", format!("the memory backend serves memory:// URLs, not {}://", u.scheme())));
+            return Err(Error::config(
+                "url",
+                format!(
+                    "the memory backend serves memory:// URLs, not {}://",
+                    u.scheme()
+                ),
+            ));
         }
         let mut options = MemoryOptions {
             name: u.host_str().unwrap_or_default().to_string(),
@@ -29,7 +35,10 @@ impl MemoryOptions {
             match &*k {
                 "max_message_size" => {
                     options.max_message_size = v.parse().map_err(|_| {
-                        Error::config("url.max_message_size", format!("max_message_size must be a number of bytes, not {v:?}"))
+                        Error::config(
+                            "url.max_message_size",
+                            format!("max_message_size must be a number of bytes, not {v:?}"),
+                        )
                     })?;
                 }
                 other => {

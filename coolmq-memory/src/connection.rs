@@ -104,7 +104,11 @@ impl Backend for MemoryConnection {
             capabilities: self.info.capabilities,
             backend: self.info.name,
         });
-        Ok(Box::new(MemoryConsumer::new(self.engine.clone(), id, context)))
+        Ok(Box::new(MemoryConsumer::new(
+            self.engine.clone(),
+            id,
+            context,
+        )))
     }
 
     fn fault_injector(&self) -> Option<Arc<dyn FaultInjector>> {
@@ -114,7 +118,8 @@ impl Backend for MemoryConnection {
     async fn close(&self) -> Result<()> {
         self.closed.close();
         let me = self.id;
-        self.engine.remove_consumers(|_, connection| connection == me);
+        self.engine
+            .remove_consumers(|_, connection| connection == me);
         Ok(())
     }
 }
@@ -123,11 +128,17 @@ struct Faults(Arc<Engine>);
 
 impl FaultInjector for Faults {
     fn nack_next_publish(&self) {
-        self.0.faults.nack_next_publish.store(true, Ordering::SeqCst);
+        self.0
+            .faults
+            .nack_next_publish
+            .store(true, Ordering::SeqCst);
     }
 
     fn lose_next_confirm(&self) {
-        self.0.faults.lose_next_confirm.store(true, Ordering::SeqCst);
+        self.0
+            .faults
+            .lose_next_confirm
+            .store(true, Ordering::SeqCst);
     }
 
     fn drop_consumer_connections(&self) {

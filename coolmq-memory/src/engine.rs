@@ -97,7 +97,7 @@ impl Inner {
 /// What a consumer's attempt to take a message found.
 pub(crate) enum Take {
     /// A delivery: its tag and the stored message.
-    Delivery(u64, Stored),
+    Delivery(u64, Box<Stored>),
     /// The consumer was closed (or its queue deleted).
     Closed,
     /// Nothing now; try again when notified or at the instant (next delayed message).
@@ -122,7 +122,8 @@ pub(crate) struct Engine {
 }
 
 fn not_found(queue: &str) -> Error {
-    Error::new(ErrorKind::NotFound, format!("no queue named {queue:?}")).with_context("queue", queue)
+    Error::new(ErrorKind::NotFound, format!("no queue named {queue:?}"))
+        .with_context("queue", queue)
 }
 
 fn unroutable(destination: &Destination) -> Error {
@@ -370,7 +371,11 @@ impl Engine {
         match taken {
             Some(stored) => {
                 let tag = inner.id();
-                inner.consumers.get_mut(&consumer).expect("checked").unsettled += 1;
+                inner
+                    .consumers
+                    .get_mut(&consumer)
+                    .expect("checked")
+                    .unsettled += 1;
                 inner.unsettled.insert(
                     tag,
                     Unsettled {
@@ -379,7 +384,7 @@ impl Engine {
                         stored: stored.clone(),
                     },
                 );
-                Take::Delivery(tag, stored)
+                Take::Delivery(tag, Box::new(stored))
             }
             None => Take::Wait(next_due),
         }
@@ -481,11 +486,8 @@ fn promote_due(q: &mut Queue, now: Instant) {
 
 fn targets(inner: &Inner, destination: &Destination) -> Result<Vec<String>> {
     let names: Vec<String> = match destination {
-        Destination::Queue(name) => inner
-            .queues
-            .contains_key(name)
-            .then(|| vec![name.clone()])
-            .unwrap_or_default(),
+        Destination::Queue(name) if inner.queues.contains_key(name) => vec![name.clone()],
+        Destination::Queue(_) => Vec::new(),
         Destination::Topic(topic) => {
             let mut v: Vec<String> = inner
                 .queues
@@ -553,7 +555,10 @@ fn publish_locked(
     } else {
         Err(Error::new(
             ErrorKind::Nacked,
-            format!("queue {} is full (max length, reject-publish)", refused.join(", ")),
+            format!(
+                "queue {} is full (max length, reject-publish)",
+                refused.join(", ")
+            ),
         )
         .with_context("queue", refused.join(",")))
     }

@@ -42,7 +42,10 @@ impl PublisherBackend for MemoryPublisher {
         }
         let faults = &self.engine.faults;
         if faults.nack_next_publish.swap(false, Ordering::SeqCst) {
-            let e = Error::new(ErrorKind::Nacked, "the broker nacked the publish (injected fault)");
+            let e = Error::new(
+                ErrorKind::Nacked,
+                "the broker nacked the publish (injected fault)",
+            );
             return Err(SendError::new(e, message));
         }
         let lose_confirm = faults.lose_next_confirm.swap(false, Ordering::SeqCst);
@@ -68,6 +71,9 @@ impl PublisherBackend for MemoryPublisher {
 
     async fn begin(&self) -> Result<Box<dyn TransactionBackend>> {
         self.closed.check()?;
-        Ok(Box::new(MemoryTransaction::new(self.engine.clone(), self.closed.clone())))
+        Ok(Box::new(MemoryTransaction::new(
+            self.engine.clone(),
+            self.closed.clone(),
+        )))
     }
 }

@@ -18,7 +18,9 @@ pub(crate) fn cases() -> Vec<Case> {
 fn unsupported<T: std::fmt::Debug>(what: &str, r: Result<T, coolmq_core::Error>) -> TestResult {
     match r {
         Err(e) if e.kind() == ErrorKind::Unsupported => Ok(()),
-        other => Err(Failed(format!("{what}: expected Unsupported, got {other:?}"))),
+        other => Err(Failed(format!(
+            "{what}: expected Unsupported, got {other:?}"
+        ))),
     }
 }
 
@@ -34,16 +36,36 @@ async fn missing_capabilities_return_unsupported(ctx: Ctx) -> TestResult {
     }
     if !caps.delayed_delivery {
         let m = Message::new("later");
-        let r = p.send_with(&dest, m.clone(), &SendOptions::delayed(Duration::from_millis(10))).await;
+        let r = p
+            .send_with(
+                &dest,
+                m.clone(),
+                &SendOptions::delayed(Duration::from_millis(10)),
+            )
+            .await;
         match r {
-            Err(e) if e.kind() == ErrorKind::Unsupported => check!(e.message() == &m, "message handed back"),
-            other => return Err(Failed(format!("delayed send: expected Unsupported, got {other:?}"))),
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                check!(e.message() == &m, "message handed back")
+            }
+            other => {
+                return Err(Failed(format!(
+                    "delayed send: expected Unsupported, got {other:?}"
+                )))
+            }
         }
         checked += 1;
     }
     if !caps.topics {
-        unsupported("topic send", p.send(&Destination::topic("t"), Message::new("x")).await.map_err(Into::into))?;
-        unsupported("topic binding", ctx.declare(&ctx.spec("bound").bind("t.*")).await)?;
+        unsupported(
+            "topic send",
+            p.send(&Destination::topic("t"), Message::new("x"))
+                .await
+                .map_err(Into::into),
+        )?;
+        unsupported(
+            "topic binding",
+            ctx.declare(&ctx.spec("bound").bind("t.*")).await,
+        )?;
         checked += 1;
     }
     if !caps.nested_headers {
@@ -52,7 +74,10 @@ async fn missing_capabilities_return_unsupported(ctx: Ctx) -> TestResult {
         checked += 1;
     }
     if !caps.max_length {
-        unsupported("max length", ctx.declare(&ctx.spec("len").max_length(1)).await)?;
+        unsupported(
+            "max length",
+            ctx.declare(&ctx.spec("len").max_length(1)).await,
+        )?;
         checked += 1;
     }
     if !caps.message_ttl {
@@ -61,7 +86,9 @@ async fn missing_capabilities_return_unsupported(ctx: Ctx) -> TestResult {
         checked += 1;
     }
     if caps.fault_injection != ctx.broker.fault_injector().is_some() {
-        return Err(Failed("fault_injection flag disagrees with fault_injector()".into()));
+        return Err(Failed(
+            "fault_injection flag disagrees with fault_injector()".into(),
+        ));
     }
     tracing::info!(checked, "missing capabilities checked");
     Ok(())
@@ -69,14 +96,22 @@ async fn missing_capabilities_return_unsupported(ctx: Ctx) -> TestResult {
 
 async fn claimed_capabilities_are_usable(ctx: Ctx) -> TestResult {
     let caps = ctx.broker.capabilities();
-    check!(!caps.transactional_ack || caps.transactions, "transactional_ack without transactions");
+    check!(
+        !caps.transactional_ack || caps.transactions,
+        "transactional_ack without transactions"
+    );
     let q = ctx.queue("claims").await?;
     let p = ctx.publisher().await?;
     if caps.transactions {
         p.begin().await?.rollback().await?;
     }
     if caps.delayed_delivery {
-        p.send_with(&Destination::queue(&q), Message::new("d"), &SendOptions::delayed(Duration::from_millis(1))).await?;
+        p.send_with(
+            &Destination::queue(&q),
+            Message::new("d"),
+            &SendOptions::delayed(Duration::from_millis(1)),
+        )
+        .await?;
     }
     if caps.topics {
         ctx.declare(&ctx.spec("sub").bind(ctx.name("t.*"))).await?;
@@ -85,8 +120,12 @@ async fn claimed_capabilities_are_usable(ctx: Ctx) -> TestResult {
         ctx.declare(&ctx.spec("len").max_length(5)).await?;
     }
     if let Some(max) = caps.max_message_size {
-        check!(max >= 64 * 1024, "max_message_size {max} is below the 64 KiB every backend must take");
-        p.send(&Destination::queue(&q), Message::new(vec![1u8; 64 * 1024])).await?;
+        check!(
+            max >= 64 * 1024,
+            "max_message_size {max} is below the 64 KiB every backend must take"
+        );
+        p.send(&Destination::queue(&q), Message::new(vec![1u8; 64 * 1024]))
+            .await?;
     }
     Ok(())
 }

@@ -14,19 +14,51 @@ use crate::{check, check_eq, Case, Ctx, Failed, TestResult};
 pub(crate) fn cases() -> Vec<Case> {
     vec![
         case!("consume", ack_removes_the_message, [CONFIRMS]),
-        case!("consume", nack_requeue_redelivers_with_flag_and_attempt, [CONFIRMS]),
+        case!(
+            "consume",
+            nack_requeue_redelivers_with_flag_and_attempt,
+            [CONFIRMS]
+        ),
         case!("consume", drop_without_settle_redelivers, [CONFIRMS]),
-        case!("consume", consumer_close_requeues_and_old_ack_is_stale, [CONFIRMS]),
+        case!(
+            "consume",
+            consumer_close_requeues_and_old_ack_is_stale,
+            [CONFIRMS]
+        ),
         case!("consume", prefetch_bounds_unsettled_deliveries, [CONFIRMS]),
-        case!("consume", unacked_message_withholds_the_next_at_prefetch_one, [CONFIRMS]),
+        case!(
+            "consume",
+            unacked_message_withholds_the_next_at_prefetch_one,
+            [CONFIRMS]
+        ),
         case!("consume", fifo_for_a_single_consumer, [CONFIRMS]),
-        case!("consume", competing_consumers_5000_no_loss_no_duplicate, [CONFIRMS]),
+        case!(
+            "consume",
+            competing_consumers_5000_no_loss_no_duplicate,
+            [CONFIRMS]
+        ),
         case!("consume", resend_on_error_delivers_everything, [CONFIRMS]),
-        case!("consume", nack_dead_letter_moves_to_dlq_with_metadata, [CONFIRMS, DLQ]),
-        case!("consume", retry_after_waits_then_redelivers, [CONFIRMS, DELAY]),
-        case!("consume", delayed_send_arrives_after_the_delay, [CONFIRMS, DELAY]),
+        case!(
+            "consume",
+            nack_dead_letter_moves_to_dlq_with_metadata,
+            [CONFIRMS, DLQ]
+        ),
+        case!(
+            "consume",
+            retry_after_waits_then_redelivers,
+            [CONFIRMS, DELAY]
+        ),
+        case!(
+            "consume",
+            delayed_send_arrives_after_the_delay,
+            [CONFIRMS, DELAY]
+        ),
         case!("consume", expired_message_is_not_delivered, [CONFIRMS, TTL]),
-        case!("consume", connection_drop_requeues_and_stale_ack_is_local, [CONFIRMS, FAULTS]),
+        case!(
+            "consume",
+            connection_drop_requeues_and_stale_ack_is_local,
+            [CONFIRMS, FAULTS]
+        ),
     ]
 }
 
@@ -41,7 +73,8 @@ async fn ack_removes_the_message(ctx: Ctx) -> TestResult {
     d.ack().await?;
     c.close().await?;
     let mut c2 = ctx.broker.consumer(&q).await?;
-    ctx.expect_nothing(&mut c2, Duration::from_millis(400)).await?;
+    ctx.expect_nothing(&mut c2, Duration::from_millis(400))
+        .await?;
     check_eq!(ctx.broker.queue_depth(&q).await?, 0, "depth after ack");
     Ok(())
 }
@@ -65,7 +98,8 @@ async fn nack_requeue_redelivers_with_flag_and_attempt(ctx: Ctx) -> TestResult {
 
 async fn drop_without_settle_redelivers(ctx: Ctx) -> TestResult {
     let q = ctx.queue("drop").await?;
-    ctx.send(&q, Message::new("forgotten").with_id("d-1")).await?;
+    ctx.send(&q, Message::new("forgotten").with_id("d-1"))
+        .await?;
     let mut c = ctx.broker.consumer(&q).await?;
     let d = ctx.recv(&mut c).await?;
     drop(d); // neither acked nor nacked: must not wedge the queue
@@ -106,10 +140,12 @@ async fn prefetch_bounds_unsettled_deliveries(ctx: Ctx) -> TestResult {
     for _ in 0..3 {
         held.push(ctx.recv(&mut c).await?);
     }
-    ctx.expect_nothing(&mut c, Duration::from_millis(500)).await?;
+    ctx.expect_nothing(&mut c, Duration::from_millis(500))
+        .await?;
     held.remove(0).ack().await?;
     held.push(ctx.recv(&mut c).await?);
-    ctx.expect_nothing(&mut c, Duration::from_millis(300)).await?;
+    ctx.expect_nothing(&mut c, Duration::from_millis(300))
+        .await?;
     for d in held {
         d.ack().await?;
     }
@@ -127,12 +163,14 @@ async fn unacked_message_withholds_the_next_at_prefetch_one(ctx: Ctx) -> TestRes
     ctx.send(&q, Message::new("second")).await?;
     let mut c = ctx.broker.consumer_with_prefetch(&q, 1).await?;
     let first = ctx.recv(&mut c).await?;
-    ctx.expect_nothing(&mut c, Duration::from_millis(300)).await?;
+    ctx.expect_nothing(&mut c, Duration::from_millis(300))
+        .await?;
     first.ack().await?;
     let second = ctx.recv(&mut c).await?;
     check_eq!(&second.message().body[..], b"second", "second after ack");
     second.ack().await?;
-    ctx.expect_nothing(&mut c, Duration::from_millis(300)).await?;
+    ctx.expect_nothing(&mut c, Duration::from_millis(300))
+        .await?;
     Ok(())
 }
 
@@ -140,10 +178,14 @@ async fn fifo_for_a_single_consumer(ctx: Ctx) -> TestResult {
     let q = ctx.queue("fifo").await?;
     let p = ctx.publisher().await?;
     for i in 0..200 {
-        p.send(&Destination::queue(&q), Message::new(format!("{i}"))).await?;
+        p.send(&Destination::queue(&q), Message::new(format!("{i}")))
+            .await?;
     }
     let got = ctx.drain(&q, Duration::from_millis(500)).await?;
-    let bodies: Vec<String> = got.iter().map(|m| String::from_utf8_lossy(&m.body).into()).collect();
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into())
+        .collect();
     let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
     check_eq!(bodies, want, "order");
     Ok(())
@@ -158,7 +200,8 @@ async fn competing_consumers_5000_no_loss_no_duplicate(ctx: Ctx) -> TestResult {
         let mut c = ctx.broker.consumer_with_prefetch(&q, 50).await?;
         handles.push(tokio::spawn(async move {
             let mut ids = Vec::new();
-            while let Ok(Ok(Some(d))) = tokio::time::timeout(Duration::from_secs(3), c.recv()).await {
+            while let Ok(Ok(Some(d))) = tokio::time::timeout(Duration::from_secs(3), c.recv()).await
+            {
                 ids.push(d.message().id.clone());
                 d.ack().await?;
             }
@@ -171,7 +214,9 @@ async fn competing_consumers_5000_no_loss_no_duplicate(ctx: Ctx) -> TestResult {
     let mut seen = HashMap::new();
     let mut busy = 0;
     for h in handles {
-        let ids = h.await.map_err(|e| Failed(format!("consumer task: {e}")))??;
+        let ids = h
+            .await
+            .map_err(|e| Failed(format!("consumer task: {e}")))??;
         busy += usize::from(!ids.is_empty());
         for id in ids {
             *seen.entry(id).or_insert(0) += 1;
@@ -180,7 +225,10 @@ async fn competing_consumers_5000_no_loss_no_duplicate(ctx: Ctx) -> TestResult {
     let dups = seen.values().filter(|n| **n > 1).count();
     check_eq!(seen.len(), N, "distinct messages received");
     check_eq!(dups, 0, "duplicates");
-    check!(busy >= 2, "work must be shared between consumers, only {busy} got messages");
+    check!(
+        busy >= 2,
+        "work must be shared between consumers, only {busy} got messages"
+    );
     Ok(())
 }
 
@@ -201,7 +249,8 @@ async fn resend_on_error_delivers_everything(ctx: Ctx) -> TestResult {
             d.ack().await?;
         }
     }
-    ctx.expect_nothing(&mut c, Duration::from_millis(300)).await?;
+    ctx.expect_nothing(&mut c, Duration::from_millis(300))
+        .await?;
     check_eq!(acked.len(), 100, "all messages processed");
     Ok(())
 }
@@ -210,20 +259,45 @@ async fn nack_dead_letter_moves_to_dlq_with_metadata(ctx: Ctx) -> TestResult {
     let spec = ctx.spec("dl");
     ctx.declare(&spec).await?;
     let dlq = spec.dead_letter_queue.clone().expect("dlq");
-    check_eq!(dlq, ctx.broker.config().dead_letter_queue(&spec.name), "DLQ name");
-    ctx.send(&spec.name, Message::new("poison").with_id("p-1").with_header("k", "v")).await?;
+    check_eq!(
+        dlq,
+        ctx.broker.config().dead_letter_queue(&spec.name),
+        "DLQ name"
+    );
+    ctx.send(
+        &spec.name,
+        Message::new("poison").with_id("p-1").with_header("k", "v"),
+    )
+    .await?;
     let mut c = ctx.broker.consumer(&spec.name).await?;
     let d = ctx.recv(&mut c).await?;
     d.nack(Nack::DeadLetter("cannot parse".into())).await?;
-    ctx.expect_nothing(&mut c, Duration::from_millis(300)).await?;
+    ctx.expect_nothing(&mut c, Duration::from_millis(300))
+        .await?;
     let dead = ctx.drain(&dlq, Duration::from_millis(300)).await?;
     check_eq!(dead.len(), 1, "copies in the DLQ");
     let m = &dead[0];
     check_eq!(m.id, "p-1", "id kept");
-    check_eq!(m.headers.get("k"), Some(&HeaderValue::from("v")), "original headers kept");
-    check_eq!(m.headers.get(ORIGIN_QUEUE_HEADER), Some(&HeaderValue::from(spec.name.as_str())), "origin queue");
-    check_eq!(m.headers.get(ATTEMPTS_HEADER).and_then(HeaderValue::as_i64), Some(1), "attempts");
-    check_eq!(m.headers.get(LAST_ERROR_HEADER), Some(&HeaderValue::from("cannot parse")), "last error");
+    check_eq!(
+        m.headers.get("k"),
+        Some(&HeaderValue::from("v")),
+        "original headers kept"
+    );
+    check_eq!(
+        m.headers.get(ORIGIN_QUEUE_HEADER),
+        Some(&HeaderValue::from(spec.name.as_str())),
+        "origin queue"
+    );
+    check_eq!(
+        m.headers.get(ATTEMPTS_HEADER).and_then(HeaderValue::as_i64),
+        Some(1),
+        "attempts"
+    );
+    check_eq!(
+        m.headers.get(LAST_ERROR_HEADER),
+        Some(&HeaderValue::from("cannot parse")),
+        "last error"
+    );
     Ok(())
 }
 
@@ -234,10 +308,14 @@ async fn retry_after_waits_then_redelivers(ctx: Ctx) -> TestResult {
     let d = ctx.recv(&mut c).await?;
     let t0 = Instant::now();
     d.nack(Nack::RetryAfter(Duration::from_millis(600))).await?;
-    ctx.expect_nothing(&mut c, Duration::from_millis(300)).await?;
+    ctx.expect_nothing(&mut c, Duration::from_millis(300))
+        .await?;
     let d = ctx.recv(&mut c).await?;
     let waited = t0.elapsed();
-    check!(waited >= Duration::from_millis(600), "redelivered after {waited:?}, before the 600 ms delay");
+    check!(
+        waited >= Duration::from_millis(600),
+        "redelivered after {waited:?}, before the 600 ms delay"
+    );
     check_eq!(d.message().id, "l-1", "same id");
     check_eq!(d.attempt(), 2, "attempt");
     check!(d.redelivered(), "redelivered flag");
@@ -249,19 +327,30 @@ async fn delayed_send_arrives_after_the_delay(ctx: Ctx) -> TestResult {
     let q = ctx.queue("delayed").await?;
     let p = ctx.publisher().await?;
     let t0 = Instant::now();
-    p.send_with(&Destination::queue(&q), Message::new("wait"), &SendOptions::delayed(Duration::from_millis(500)))
-        .await?;
+    p.send_with(
+        &Destination::queue(&q),
+        Message::new("wait"),
+        &SendOptions::delayed(Duration::from_millis(500)),
+    )
+    .await?;
     let mut c = ctx.broker.consumer(&q).await?;
     let d = ctx.recv(&mut c).await?;
     let waited = t0.elapsed();
-    check!(waited >= Duration::from_millis(500), "arrived after {waited:?}, before the 500 ms delay");
+    check!(
+        waited >= Duration::from_millis(500),
+        "arrived after {waited:?}, before the 500 ms delay"
+    );
     d.ack().await?;
     Ok(())
 }
 
 async fn expired_message_is_not_delivered(ctx: Ctx) -> TestResult {
     let q = ctx.queue("ttl").await?;
-    ctx.send(&q, Message::new("stale").with_ttl(Duration::from_millis(100))).await?;
+    ctx.send(
+        &q,
+        Message::new("stale").with_ttl(Duration::from_millis(100)),
+    )
+    .await?;
     ctx.send(&q, Message::new("fresh")).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = ctx.drain(&q, Duration::from_millis(300)).await?;
@@ -271,9 +360,13 @@ async fn expired_message_is_not_delivered(ctx: Ctx) -> TestResult {
 }
 
 async fn connection_drop_requeues_and_stale_ack_is_local(ctx: Ctx) -> TestResult {
-    let faults = ctx.broker.fault_injector().ok_or_else(|| Failed("no injector".into()))?;
+    let faults = ctx
+        .broker
+        .fault_injector()
+        .ok_or_else(|| Failed("no injector".into()))?;
     let q = ctx.queue("conn").await?;
-    ctx.send(&q, Message::new("in flight").with_id("f-1")).await?;
+    ctx.send(&q, Message::new("in flight").with_id("f-1"))
+        .await?;
     let mut c = ctx.broker.consumer(&q).await?;
     let held = ctx.recv(&mut c).await?;
     faults.drop_consumer_connections();
@@ -286,6 +379,7 @@ async fn connection_drop_requeues_and_stale_ack_is_local(ctx: Ctx) -> TestResult
     check_eq!(d.message().id, "f-1", "redelivered after reconnect");
     check!(d.redelivered(), "redelivered flag");
     d.ack().await?;
-    ctx.expect_nothing(&mut c, Duration::from_millis(300)).await?;
+    ctx.expect_nothing(&mut c, Duration::from_millis(300))
+        .await?;
     Ok(())
 }

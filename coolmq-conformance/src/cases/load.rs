@@ -50,10 +50,13 @@ async fn concurrent_publishers_none_lost(ctx: Ctx) -> TestResult {
     for t in 0..10 {
         let p = ctx.publisher().await?;
         let q = q.clone();
-        tasks.push(tokio::spawn(async move { publish_many(&p, &q, 500, &format!("t{t}")).await }));
+        tasks.push(tokio::spawn(async move {
+            publish_many(&p, &q, 500, &format!("t{t}")).await
+        }));
     }
     for t in tasks {
-        t.await.map_err(|e| Failed(format!("publisher task: {e}")))??;
+        t.await
+            .map_err(|e| Failed(format!("publisher task: {e}")))??;
     }
     let got = ctx.drain(&q, Duration::from_secs(1)).await?;
     let ids: HashSet<_> = got.iter().map(|m| &m.id).collect();

@@ -20,13 +20,41 @@ use crate::{check, check_eq, Case, Ctx, Failed, TestResult};
 
 pub(crate) fn cases() -> Vec<Case> {
     vec![
-        case!("redelivery", always_failing_handler_is_dead_lettered_after_max, [CONFIRMS, DELAY, DLQ]),
-        case!("redelivery", per_queue_override_beats_the_default, [CONFIRMS, DELAY, DLQ]),
-        case!("redelivery", panic_counts_as_failure, [CONFIRMS, DELAY, DLQ]),
-        case!("redelivery", success_on_third_attempt_is_acked_once, [CONFIRMS, DELAY, DLQ]),
-        case!("redelivery", permanent_error_skips_redelivery, [CONFIRMS, DLQ]),
-        case!("redelivery", waiting_retry_does_not_hold_back_later_messages, [CONFIRMS, DELAY, DLQ]),
-        case!("redelivery", waiting_retry_survives_a_consumer_restart, [CONFIRMS, DELAY, DLQ]),
+        case!(
+            "redelivery",
+            always_failing_handler_is_dead_lettered_after_max,
+            [CONFIRMS, DELAY, DLQ]
+        ),
+        case!(
+            "redelivery",
+            per_queue_override_beats_the_default,
+            [CONFIRMS, DELAY, DLQ]
+        ),
+        case!(
+            "redelivery",
+            panic_counts_as_failure,
+            [CONFIRMS, DELAY, DLQ]
+        ),
+        case!(
+            "redelivery",
+            success_on_third_attempt_is_acked_once,
+            [CONFIRMS, DELAY, DLQ]
+        ),
+        case!(
+            "redelivery",
+            permanent_error_skips_redelivery,
+            [CONFIRMS, DLQ]
+        ),
+        case!(
+            "redelivery",
+            waiting_retry_does_not_hold_back_later_messages,
+            [CONFIRMS, DELAY, DLQ]
+        ),
+        case!(
+            "redelivery",
+            waiting_retry_survives_a_consumer_restart,
+            [CONFIRMS, DELAY, DLQ]
+        ),
     ]
 }
 
@@ -45,11 +73,17 @@ impl DeadLetterObserver for Recorder {
 pub(crate) type Calls = Arc<Mutex<Vec<(Instant, u32, String)>>>;
 
 /// Poll `cond` until it holds or `within` passes.
-pub(crate) async fn wait_until(within: Duration, what: &str, cond: impl Fn() -> bool) -> TestResult {
+pub(crate) async fn wait_until(
+    within: Duration,
+    what: &str,
+    cond: impl Fn() -> bool,
+) -> TestResult {
     let deadline = Instant::now() + within;
     while !cond() {
         if Instant::now() > deadline {
-            return Err(Failed(format!("timed out after {within:?} waiting for {what}")));
+            return Err(Failed(format!(
+                "timed out after {within:?} waiting for {what}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -82,10 +116,11 @@ async fn failing_worker(
         .start(move |incoming| {
             let calls = calls.clone();
             async move {
-                calls
-                    .lock()
-                    .expect("lock")
-                    .push((Instant::now(), incoming.attempt, incoming.message.id.clone()));
+                calls.lock().expect("lock").push((
+                    Instant::now(),
+                    incoming.attempt,
+                    incoming.message.id.clone(),
+                ));
                 match fail(&incoming) {
                     Some(e) => Err(e),
                     None => Ok(()),
@@ -106,41 +141,87 @@ async fn always_failing_handler_is_dead_lettered_after_max(ctx: Ctx) -> TestResu
     let dlq = spec.dead_letter_queue.clone().expect("dlq");
     let p = policy(3, 200, Some(2.0));
     let (recorder, calls) = (Arc::new(Recorder::default()), Calls::default());
-    let worker = failing_worker(&ctx, &ctx.broker, &spec.name, |b| b.policy(p.clone()), recorder.clone(), calls.clone(), |i| {
-        Some(HandlerError::msg(format!("failure on attempt {}", i.attempt)))
+    let worker = failing_worker(
+        &ctx,
+        &ctx.broker,
+        &spec.name,
+        |b| b.policy(p.clone()),
+        recorder.clone(),
+        calls.clone(),
+        |i| {
+            Some(HandlerError::msg(format!(
+                "failure on attempt {}",
+                i.attempt
+            )))
+        },
+    )
+    .await?;
+    ctx.send(&spec.name, Message::new("poison").with_id("x-1"))
+        .await?;
+    wait_until(Duration::from_secs(30), "the dead-letter observer", || {
+        !recorder.0.lock().unwrap().is_empty()
     })
     .await?;
-    ctx.send(&spec.name, Message::new("poison").with_id("x-1")).await?;
-    wait_until(Duration::from_secs(30), "the dead-letter observer", || !recorder.0.lock().unwrap().is_empty()).await?;
     tokio::time::sleep(Duration::from_millis(600)).await;
     worker.shutdown(Duration::from_secs(5)).await?;
 
     let calls = calls.lock().unwrap().clone();
     let attempts: Vec<u32> = calls.iter().map(|c| c.1).collect();
-    check_eq!(attempts, vec![1, 2, 3, 4], "attempts = maximum_redeliveries + 1");
+    check_eq!(
+        attempts,
+        vec![1, 2, 3, 4],
+        "attempts = maximum_redeliveries + 1"
+    );
     for k in 1..calls.len() {
         let gap = calls[k].0 - calls[k - 1].0;
         let min = p.delay_for(k as u32);
-        check!(gap >= min, "redelivery {k} came after {gap:?}, before the policy's {min:?}");
+        check!(
+            gap >= min,
+            "redelivery {k} came after {gap:?}, before the policy's {min:?}"
+        );
     }
     let events = recorder.0.lock().unwrap().clone();
     check_eq!(events.len(), 1, "observer calls");
     check_eq!(events[0].attempts, 4, "event attempts");
     check_eq!(events[0].queue, spec.name, "event queue");
     check_eq!(events[0].dead_letter_queue, dlq, "event DLQ");
-    check!(events[0].first_failure() <= events[0].last_failure(), "failure times ordered");
+    check!(
+        events[0].first_failure() <= events[0].last_failure(),
+        "failure times ordered"
+    );
 
     let dead = ctx.drain(&dlq, Duration::from_millis(400)).await?;
     check_eq!(dead.len(), 1, "copies in the DLQ");
     let m = &dead[0];
     check_eq!(m.id, "x-1", "id");
-    check_eq!(header_str(m, ORIGIN_QUEUE_HEADER), Some(spec.name.as_str()), "origin queue header");
-    check_eq!(m.headers.get(ATTEMPTS_HEADER).and_then(HeaderValue::as_i64), Some(4), "attempts header");
-    check_eq!(header_str(m, LAST_ERROR_HEADER), Some("failure on attempt 4"), "last error header");
-    let first = header_str(m, FIRST_FAILURE_HEADER).ok_or_else(|| Failed("no first-failure header".into()))?;
-    let last = header_str(m, LAST_FAILURE_HEADER).ok_or_else(|| Failed("no last-failure header".into()))?;
-    check!(first < last, "first failure {first} must be before last {last}");
-    check_eq!(ctx.broker.queue_depth(&spec.name).await?, 0, "work queue empty");
+    check_eq!(
+        header_str(m, ORIGIN_QUEUE_HEADER),
+        Some(spec.name.as_str()),
+        "origin queue header"
+    );
+    check_eq!(
+        m.headers.get(ATTEMPTS_HEADER).and_then(HeaderValue::as_i64),
+        Some(4),
+        "attempts header"
+    );
+    check_eq!(
+        header_str(m, LAST_ERROR_HEADER),
+        Some("failure on attempt 4"),
+        "last error header"
+    );
+    let first = header_str(m, FIRST_FAILURE_HEADER)
+        .ok_or_else(|| Failed("no first-failure header".into()))?;
+    let last = header_str(m, LAST_FAILURE_HEADER)
+        .ok_or_else(|| Failed("no last-failure header".into()))?;
+    check!(
+        first < last,
+        "first failure {first} must be before last {last}"
+    );
+    check_eq!(
+        ctx.broker.queue_depth(&spec.name).await?,
+        0,
+        "work queue empty"
+    );
     Ok(())
 }
 
@@ -155,15 +236,28 @@ async fn per_queue_override_beats_the_default(ctx: Ctx) -> TestResult {
         },
     );
     let (recorder, calls) = (Arc::new(Recorder::default()), Calls::default());
-    let worker = failing_worker(&ctx, &ctx.broker, &spec.name, |b| b.policies(&map), recorder.clone(), calls.clone(), |_| {
-        Some(HandlerError::msg("nope"))
-    })
+    let worker = failing_worker(
+        &ctx,
+        &ctx.broker,
+        &spec.name,
+        |b| b.policies(&map),
+        recorder.clone(),
+        calls.clone(),
+        |_| Some(HandlerError::msg("nope")),
+    )
     .await?;
     ctx.send(&spec.name, Message::new("o")).await?;
-    wait_until(Duration::from_secs(20), "dead-lettering", || !recorder.0.lock().unwrap().is_empty()).await?;
+    wait_until(Duration::from_secs(20), "dead-lettering", || {
+        !recorder.0.lock().unwrap().is_empty()
+    })
+    .await?;
     tokio::time::sleep(Duration::from_millis(400)).await;
     worker.shutdown(Duration::from_secs(5)).await?;
-    check_eq!(calls.lock().unwrap().len(), 2, "attempts with the override's maximum of 1");
+    check_eq!(
+        calls.lock().unwrap().len(),
+        2,
+        "attempts with the override's maximum of 1"
+    );
     Ok(())
 }
 
@@ -181,7 +275,10 @@ async fn panic_counts_as_failure(ctx: Ctx) -> TestResult {
         .start(move |incoming| {
             let calls = calls2.clone();
             async move {
-                calls.lock().unwrap().push((Instant::now(), incoming.attempt, incoming.message.id));
+                calls
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), incoming.attempt, incoming.message.id));
                 if incoming.attempt > 0 {
                     panic!("kaboom in the handler");
                 }
@@ -190,7 +287,10 @@ async fn panic_counts_as_failure(ctx: Ctx) -> TestResult {
         })
         .await?;
     ctx.send(&spec.name, Message::new("boom")).await?;
-    wait_until(Duration::from_secs(20), "dead-lettering", || !recorder.0.lock().unwrap().is_empty()).await?;
+    wait_until(Duration::from_secs(20), "dead-lettering", || {
+        !recorder.0.lock().unwrap().is_empty()
+    })
+    .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let counts = worker.counts();
     worker.shutdown(Duration::from_secs(5)).await?;
@@ -199,7 +299,10 @@ async fn panic_counts_as_failure(ctx: Ctx) -> TestResult {
     let dead = ctx.drain(&dlq, Duration::from_millis(300)).await?;
     check_eq!(dead.len(), 1, "DLQ copies");
     let err = header_str(&dead[0], LAST_ERROR_HEADER).unwrap_or_default();
-    check!(err.contains("panicked") && err.contains("kaboom"), "last error names the panic: {err:?}");
+    check!(
+        err.contains("panicked") && err.contains("kaboom"),
+        "last error names the panic: {err:?}"
+    );
     Ok(())
 }
 
@@ -208,20 +311,37 @@ async fn success_on_third_attempt_is_acked_once(ctx: Ctx) -> TestResult {
     ctx.declare(&spec).await?;
     let dlq = spec.dead_letter_queue.clone().expect("dlq");
     let (recorder, calls) = (Arc::new(Recorder::default()), Calls::default());
-    let worker = failing_worker(&ctx, &ctx.broker, &spec.name, |b| b.policy(policy(5, 50, None)), recorder.clone(), calls.clone(), |i| {
-        (i.attempt < 3).then(|| HandlerError::msg("not yet"))
-    })
+    let worker = failing_worker(
+        &ctx,
+        &ctx.broker,
+        &spec.name,
+        |b| b.policy(policy(5, 50, None)),
+        recorder.clone(),
+        calls.clone(),
+        |i| (i.attempt < 3).then(|| HandlerError::msg("not yet")),
+    )
     .await?;
     ctx.send(&spec.name, Message::new("eventually")).await?;
-    wait_until(Duration::from_secs(20), "the ack", || worker.counts().acked == 1).await?;
+    wait_until(Duration::from_secs(20), "the ack", || {
+        worker.counts().acked == 1
+    })
+    .await?;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let counts = worker.counts();
     worker.shutdown(Duration::from_secs(5)).await?;
     let attempts: Vec<u32> = calls.lock().unwrap().iter().map(|c| c.1).collect();
     check_eq!(attempts, vec![1, 2, 3], "attempts");
-    check_eq!((counts.acked, counts.dead_lettered), (1, 0), "acked once, never dead-lettered");
+    check_eq!(
+        (counts.acked, counts.dead_lettered),
+        (1, 0),
+        "acked once, never dead-lettered"
+    );
     check_eq!(recorder.0.lock().unwrap().len(), 0, "observer calls");
-    check_eq!(ctx.drain(&dlq, Duration::from_millis(300)).await?.len(), 0, "DLQ");
+    check_eq!(
+        ctx.drain(&dlq, Duration::from_millis(300)).await?.len(),
+        0,
+        "DLQ"
+    );
     check_eq!(ctx.broker.queue_depth(&spec.name).await?, 0, "work queue");
     Ok(())
 }
@@ -231,16 +351,29 @@ async fn permanent_error_skips_redelivery(ctx: Ctx) -> TestResult {
     ctx.declare(&spec).await?;
     let dlq = spec.dead_letter_queue.clone().expect("dlq");
     let (recorder, calls) = (Arc::new(Recorder::default()), Calls::default());
-    let worker = failing_worker(&ctx, &ctx.broker, &spec.name, |b| b.policy(policy(5, 50, None)), recorder.clone(), calls.clone(), |_| {
-        Some(HandlerError::permanent("malformed order"))
-    })
+    let worker = failing_worker(
+        &ctx,
+        &ctx.broker,
+        &spec.name,
+        |b| b.policy(policy(5, 50, None)),
+        recorder.clone(),
+        calls.clone(),
+        |_| Some(HandlerError::permanent("malformed order")),
+    )
     .await?;
     ctx.send(&spec.name, Message::new("bad")).await?;
-    wait_until(Duration::from_secs(20), "dead-lettering", || !recorder.0.lock().unwrap().is_empty()).await?;
+    wait_until(Duration::from_secs(20), "dead-lettering", || {
+        !recorder.0.lock().unwrap().is_empty()
+    })
+    .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     worker.shutdown(Duration::from_secs(5)).await?;
     check_eq!(calls.lock().unwrap().len(), 1, "attempts");
-    check_eq!(ctx.drain(&dlq, Duration::from_millis(300)).await?.len(), 1, "DLQ copies");
+    check_eq!(
+        ctx.drain(&dlq, Duration::from_millis(300)).await?.len(),
+        1,
+        "DLQ copies"
+    );
     Ok(())
 }
 
@@ -248,26 +381,48 @@ async fn waiting_retry_does_not_hold_back_later_messages(ctx: Ctx) -> TestResult
     let spec = ctx.spec("noblock");
     ctx.declare(&spec).await?;
     let (recorder, calls) = (Arc::new(Recorder::default()), Calls::default());
-    let worker = failing_worker(&ctx, &ctx.broker, &spec.name, |b| b.policy(policy(2, 1000, None)), recorder, calls.clone(), |i| {
-        (i.message.id == "A" && i.attempt == 1).then(|| HandlerError::msg("A's first attempt fails"))
-    })
+    let worker = failing_worker(
+        &ctx,
+        &ctx.broker,
+        &spec.name,
+        |b| b.policy(policy(2, 1000, None)),
+        recorder,
+        calls.clone(),
+        |i| {
+            (i.message.id == "A" && i.attempt == 1)
+                .then(|| HandlerError::msg("A's first attempt fails"))
+        },
+    )
     .await?;
     let p = ctx.publisher().await?;
     let dest = coolmq_core::Destination::queue(&spec.name);
     p.send(&dest, Message::new("a").with_id("A")).await?;
-    wait_until(Duration::from_secs(10), "A's first attempt", || worker.counts().retried == 1).await?;
+    wait_until(Duration::from_secs(10), "A's first attempt", || {
+        worker.counts().retried == 1
+    })
+    .await?;
     p.send(&dest, Message::new("b").with_id("B")).await?;
-    wait_until(Duration::from_secs(20), "both acked", || worker.counts().acked == 2).await?;
+    wait_until(Duration::from_secs(20), "both acked", || {
+        worker.counts().acked == 2
+    })
+    .await?;
     worker.shutdown(Duration::from_secs(5)).await?;
     let calls = calls.lock().unwrap().clone();
     let order: Vec<(String, u32)> = calls.iter().map(|c| (c.2.clone(), c.1)).collect();
     check_eq!(
         order,
-        vec![("A".to_string(), 1), ("B".to_string(), 1), ("A".to_string(), 2)],
+        vec![
+            ("A".to_string(), 1),
+            ("B".to_string(), 1),
+            ("A".to_string(), 2)
+        ],
         "B is handled while A waits"
     );
     let gap = calls[2].0 - calls[0].0;
-    check!(gap >= Duration::from_millis(1000), "A retried after {gap:?}, before its 1 s delay");
+    check!(
+        gap >= Duration::from_millis(1000),
+        "A retried after {gap:?}, before its 1 s delay"
+    );
     Ok(())
 }
 
@@ -275,23 +430,54 @@ async fn waiting_retry_survives_a_consumer_restart(ctx: Ctx) -> TestResult {
     let spec = ctx.spec("restart");
     ctx.declare(&spec).await?;
     let (recorder, calls) = (Arc::new(Recorder::default()), Calls::default());
-    let first = failing_worker(&ctx, &ctx.broker, &spec.name, |b| b.policy(policy(3, 800, None)), recorder.clone(), calls.clone(), |_| {
-        Some(HandlerError::msg("down"))
+    let first = failing_worker(
+        &ctx,
+        &ctx.broker,
+        &spec.name,
+        |b| b.policy(policy(3, 800, None)),
+        recorder.clone(),
+        calls.clone(),
+        |_| Some(HandlerError::msg("down")),
+    )
+    .await?;
+    ctx.send(&spec.name, Message::new("survivor").with_id("S"))
+        .await?;
+    wait_until(Duration::from_secs(10), "the first failure", || {
+        first.counts().retried == 1
     })
     .await?;
-    ctx.send(&spec.name, Message::new("survivor").with_id("S")).await?;
-    wait_until(Duration::from_secs(10), "the first failure", || first.counts().retried == 1).await?;
     // The consuming process "dies": its worker stops and its connection closes.
     first.shutdown(Duration::from_secs(1)).await?;
     let restarted = ctx.reconnect().await?;
-    let second = failing_worker(&ctx, &restarted, &spec.name, |b| b.policy(policy(3, 800, None)), recorder, calls.clone(), |_| None).await?;
-    wait_until(Duration::from_secs(20), "the retry on the new consumer", || second.counts().acked == 1).await?;
+    let second = failing_worker(
+        &ctx,
+        &restarted,
+        &spec.name,
+        |b| b.policy(policy(3, 800, None)),
+        recorder,
+        calls.clone(),
+        |_| None,
+    )
+    .await?;
+    wait_until(
+        Duration::from_secs(20),
+        "the retry on the new consumer",
+        || second.counts().acked == 1,
+    )
+    .await?;
     second.shutdown(Duration::from_secs(5)).await?;
     restarted.close().await?;
     let calls = calls.lock().unwrap().clone();
     let attempts: Vec<(String, u32)> = calls.iter().map(|c| (c.2.clone(), c.1)).collect();
-    check_eq!(attempts, vec![("S".to_string(), 1), ("S".to_string(), 2)], "attempts across the restart");
+    check_eq!(
+        attempts,
+        vec![("S".to_string(), 1), ("S".to_string(), 2)],
+        "attempts across the restart"
+    );
     let gap = calls[1].0 - calls[0].0;
-    check!(gap >= Duration::from_millis(800), "retried after {gap:?}, before the 800 ms delay");
+    check!(
+        gap >= Duration::from_millis(800),
+        "retried after {gap:?}, before the 800 ms delay"
+    );
     Ok(())
 }

@@ -20,7 +20,11 @@ pub(crate) fn cases() -> Vec<Case> {
         case!("send", roundtrip_transient_message, [CONFIRMS]),
         case!("send", roundtrip_unicode_ids_and_headers, [CONFIRMS]),
         case!("send", json_helpers_roundtrip, [CONFIRMS]),
-        case!("send", oversize_message_is_refused_and_handed_back, [MAX_SIZE]),
+        case!(
+            "send",
+            oversize_message_is_refused_and_handed_back,
+            [MAX_SIZE]
+        ),
     ]
 }
 
@@ -53,7 +57,11 @@ fn check_same(sent: &Message, got: &Message) -> TestResult {
 async fn roundtrip_empty_body(ctx: Ctx) -> TestResult {
     let sent = Message::new(Vec::new());
     let got = roundtrip(&ctx, sent.clone()).await?;
-    check!(got.body.is_empty(), "empty body arrived as {} bytes", got.body.len());
+    check!(
+        got.body.is_empty(),
+        "empty body arrived as {} bytes",
+        got.body.len()
+    );
     check_same(&sent, &got)
 }
 
@@ -66,7 +74,9 @@ async fn roundtrip_binary_body(ctx: Ctx) -> TestResult {
 }
 
 async fn roundtrip_one_mib_body(ctx: Ctx) -> TestResult {
-    let body: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let body: Vec<u8> = (0..1024 * 1024)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let sent = Message::new(body);
     let got = roundtrip(&ctx, sent.clone()).await?;
     check_eq!(got.body.len(), 1024 * 1024, "1 MiB body length");
@@ -98,10 +108,14 @@ async fn roundtrip_every_scalar_header_type(ctx: Ctx) -> TestResult {
 async fn roundtrip_nested_headers(ctx: Ctx) -> TestResult {
     let mut map = BTreeMap::new();
     map.insert("inner".to_string(), HeaderValue::I32(1));
-    map.insert("list".to_string(), HeaderValue::List(vec!["a".into(), HeaderValue::Bool(false)]));
-    let sent = Message::new("n")
-        .with_header("map", map)
-        .with_header("list", vec![HeaderValue::I64(1), HeaderValue::String("two".into())]);
+    map.insert(
+        "list".to_string(),
+        HeaderValue::List(vec!["a".into(), HeaderValue::Bool(false)]),
+    );
+    let sent = Message::new("n").with_header("map", map).with_header(
+        "list",
+        vec![HeaderValue::I64(1), HeaderValue::String("two".into())],
+    );
     let got = roundtrip(&ctx, sent.clone()).await?;
     check_same(&sent, &got)
 }
@@ -115,7 +129,9 @@ async fn roundtrip_every_property(ctx: Ctx) -> TestResult {
         .with_kind("OrderPlaced")
         .with_priority(7)
         .with_ttl(Duration::from_secs(600));
-    sent.timestamp = Some(coolmq_core::truncate_to_millis(SystemTime::now() - Duration::from_secs(5)));
+    sent.timestamp = Some(coolmq_core::truncate_to_millis(
+        SystemTime::now() - Duration::from_secs(5),
+    ));
     let got = roundtrip(&ctx, sent.clone()).await?;
     check_same(&sent, &got)
 }
@@ -148,15 +164,26 @@ async fn json_helpers_roundtrip(ctx: Ctx) -> TestResult {
     };
     let sent = Message::json(&order)?;
     let got = roundtrip(&ctx, sent.clone()).await?;
-    check_eq!(got.content_type.as_deref(), Some(coolmq_core::JSON_CONTENT_TYPE), "content type");
+    check_eq!(
+        got.content_type.as_deref(),
+        Some(coolmq_core::JSON_CONTENT_TYPE),
+        "content type"
+    );
     check_eq!(got.body_json::<Order>()?, order, "decoded order");
     let bad = Message::new("{not json").body_json::<Order>();
-    check!(bad.is_err(), "undecodable JSON must be an error, got {bad:?}");
+    check!(
+        bad.is_err(),
+        "undecodable JSON must be an error, got {bad:?}"
+    );
     Ok(())
 }
 
 async fn oversize_message_is_refused_and_handed_back(ctx: Ctx) -> TestResult {
-    let max = ctx.broker.capabilities().max_message_size.expect("required");
+    let max = ctx
+        .broker
+        .capabilities()
+        .max_message_size
+        .expect("required");
     let q = ctx.queue("big").await?;
     let publisher = ctx.publisher().await?;
     let sent = Message::new(vec![7u8; max + 1]);
@@ -165,7 +192,11 @@ async fn oversize_message_is_refused_and_handed_back(ctx: Ctx) -> TestResult {
         .await
         .err()
         .ok_or_else(|| crate::Failed("an oversize message was accepted".into()))?;
-    check_eq!(err.kind(), coolmq_core::ErrorKind::MessageTooLarge, "error kind");
+    check_eq!(
+        err.kind(),
+        coolmq_core::ErrorKind::MessageTooLarge,
+        "error kind"
+    );
     check_eq!(err.message().id, sent.id, "message handed back");
     check_eq!(ctx.broker.queue_depth(&q).await?, 0, "queue depth");
     Ok(())

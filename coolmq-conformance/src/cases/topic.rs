@@ -11,7 +11,11 @@ use crate::{check_eq, Case, Ctx, TestResult};
 pub(crate) fn cases() -> Vec<Case> {
     vec![
         case!("topic", fan_out_to_two_subscribers, [CONFIRMS, TOPICS]),
-        case!("topic", patterns_route_and_topics_stay_isolated, [CONFIRMS, TOPICS]),
+        case!(
+            "topic",
+            patterns_route_and_topics_stay_isolated,
+            [CONFIRMS, TOPICS]
+        ),
     ]
 }
 
@@ -23,7 +27,8 @@ async fn fan_out_to_two_subscribers(ctx: Ctx) -> TestResult {
     ctx.declare(&b).await?;
     let p = ctx.publisher().await?;
     for i in 0..20 {
-        p.send(&Destination::topic(&topic), Message::new(format!("{i}"))).await?;
+        p.send(&Destination::topic(&topic), Message::new(format!("{i}")))
+            .await?;
     }
     for spec in [&a, &b] {
         let got = ctx.drain(&spec.name, Duration::from_millis(400)).await?;
@@ -39,13 +44,37 @@ async fn patterns_route_and_topics_stay_isolated(ctx: Ctx) -> TestResult {
     ctx.declare(&orders).await?;
     ctx.declare(&all).await?;
     let p = ctx.publisher().await?;
-    p.send(&Destination::topic(format!("{base}.orders.created")), Message::new("o")).await?;
-    p.send(&Destination::topic(format!("{base}.payments.done")), Message::new("p")).await?;
-    p.send(&Destination::topic(format!("{base}.orders.eu.created")), Message::new("deep")).await?;
+    p.send(
+        &Destination::topic(format!("{base}.orders.created")),
+        Message::new("o"),
+    )
+    .await?;
+    p.send(
+        &Destination::topic(format!("{base}.payments.done")),
+        Message::new("p"),
+    )
+    .await?;
+    p.send(
+        &Destination::topic(format!("{base}.orders.eu.created")),
+        Message::new("deep"),
+    )
+    .await?;
     let got_orders = ctx.drain(&orders.name, Duration::from_millis(400)).await?;
     let got_all = ctx.drain(&all.name, Duration::from_millis(400)).await?;
-    let bodies = |v: &[Message]| v.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect::<Vec<_>>();
-    check_eq!(bodies(&got_orders), vec!["o".to_string()], "orders.* matches one word only");
-    check_eq!(bodies(&got_all), vec!["o".to_string(), "p".into(), "deep".into()], "# matches all");
+    let bodies = |v: &[Message]| {
+        v.iter()
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect::<Vec<_>>()
+    };
+    check_eq!(
+        bodies(&got_orders),
+        vec!["o".to_string()],
+        "orders.* matches one word only"
+    );
+    check_eq!(
+        bodies(&got_all),
+        vec!["o".to_string(), "p".into(), "deep".into()],
+        "# matches all"
+    );
     Ok(())
 }

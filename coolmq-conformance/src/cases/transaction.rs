@@ -13,8 +13,16 @@ pub(crate) fn cases() -> Vec<Case> {
         case!("transaction", commit_delivers_all_in_order, [TX]),
         case!("transaction", rollback_delivers_none, [TX]),
         case!("transaction", drop_without_commit_rolls_back, [TX]),
-        case!("transaction", commit_makes_ack_and_send_atomic, [TX, TX_ACK]),
-        case!("transaction", rollback_returns_the_acked_delivery, [TX, TX_ACK]),
+        case!(
+            "transaction",
+            commit_makes_ack_and_send_atomic,
+            [TX, TX_ACK]
+        ),
+        case!(
+            "transaction",
+            rollback_returns_the_acked_delivery,
+            [TX, TX_ACK]
+        ),
     ]
 }
 
@@ -23,12 +31,20 @@ async fn commit_delivers_all_in_order(ctx: Ctx) -> TestResult {
     let p = ctx.publisher().await?;
     let mut tx = p.begin().await?;
     for i in 0..10 {
-        tx.send(&Destination::queue(&q), Message::new(format!("{i}"))).await?;
+        tx.send(&Destination::queue(&q), Message::new(format!("{i}")))
+            .await?;
     }
-    check_eq!(ctx.broker.queue_depth(&q).await?, 0, "nothing visible before commit");
+    check_eq!(
+        ctx.broker.queue_depth(&q).await?,
+        0,
+        "nothing visible before commit"
+    );
     tx.commit().await?;
     let got = ctx.drain(&q, Duration::from_millis(300)).await?;
-    let bodies: Vec<String> = got.iter().map(|m| String::from_utf8_lossy(&m.body).into()).collect();
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into())
+        .collect();
     let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
     check_eq!(bodies, want, "all ten, in order");
     Ok(())
@@ -39,12 +55,14 @@ async fn rollback_delivers_none(ctx: Ctx) -> TestResult {
     let p = ctx.publisher().await?;
     let mut tx = p.begin().await?;
     for i in 0..5 {
-        tx.send(&Destination::queue(&q), Message::new(format!("{i}"))).await?;
+        tx.send(&Destination::queue(&q), Message::new(format!("{i}")))
+            .await?;
     }
     tx.rollback().await?;
     // A later committed message proves the queue works and the rolled-back ones are gone.
     let mut tx = p.begin().await?;
-    tx.send(&Destination::queue(&q), Message::new("after")).await?;
+    tx.send(&Destination::queue(&q), Message::new("after"))
+        .await?;
     tx.commit().await?;
     let got = ctx.drain(&q, Duration::from_millis(300)).await?;
     check_eq!(got.len(), 1, "only the committed message");
@@ -57,7 +75,8 @@ async fn drop_without_commit_rolls_back(ctx: Ctx) -> TestResult {
     let p = ctx.publisher().await?;
     {
         let mut tx = p.begin().await?;
-        tx.send(&Destination::queue(&q), Message::new("dropped")).await?;
+        tx.send(&Destination::queue(&q), Message::new("dropped"))
+            .await?;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let got = ctx.drain(&q, Duration::from_millis(300)).await?;
@@ -73,24 +92,35 @@ async fn commit_makes_ack_and_send_atomic(ctx: Ctx) -> TestResult {
     let d = ctx.recv(&mut consumer).await?;
     let p = ctx.publisher().await?;
     let mut tx = p.begin().await?;
-    tx.send(&Destination::queue(&output), Message::new("result")).await?;
+    tx.send(&Destination::queue(&output), Message::new("result"))
+        .await?;
     tx.ack(d).await?;
     tx.commit().await?;
     consumer.close().await?;
-    check_eq!(ctx.drain(&input, Duration::from_millis(300)).await?.len(), 0, "input after commit");
-    check_eq!(ctx.drain(&output, Duration::from_millis(300)).await?.len(), 1, "output after commit");
+    check_eq!(
+        ctx.drain(&input, Duration::from_millis(300)).await?.len(),
+        0,
+        "input after commit"
+    );
+    check_eq!(
+        ctx.drain(&output, Duration::from_millis(300)).await?.len(),
+        1,
+        "output after commit"
+    );
     Ok(())
 }
 
 async fn rollback_returns_the_acked_delivery(ctx: Ctx) -> TestResult {
     let input = ctx.queue("in").await?;
     let output = ctx.queue("out").await?;
-    ctx.send(&input, Message::new("work").with_id("w-1")).await?;
+    ctx.send(&input, Message::new("work").with_id("w-1"))
+        .await?;
     let mut consumer = ctx.broker.consumer(&input).await?;
     let d = ctx.recv(&mut consumer).await?;
     let p = ctx.publisher().await?;
     let mut tx = p.begin().await?;
-    tx.send(&Destination::queue(&output), Message::new("result")).await?;
+    tx.send(&Destination::queue(&output), Message::new("result"))
+        .await?;
     tx.ack(d).await?;
     tx.rollback().await?;
     let again = ctx.recv(&mut consumer).await?;
@@ -98,6 +128,10 @@ async fn rollback_returns_the_acked_delivery(ctx: Ctx) -> TestResult {
     check_eq!(again.redelivered(), true, "redelivered flag");
     again.ack().await?;
     consumer.close().await?;
-    check_eq!(ctx.drain(&output, Duration::from_millis(300)).await?.len(), 0, "output after rollback");
+    check_eq!(
+        ctx.drain(&output, Duration::from_millis(300)).await?.len(),
+        0,
+        "output after rollback"
+    );
     Ok(())
 }

@@ -14,8 +14,16 @@ use crate::{check, check_eq, Case, Ctx, TestResult};
 pub(crate) fn cases() -> Vec<Case> {
     vec![
         case!("worker", concurrency_limit_is_respected, [CONFIRMS]),
-        case!("worker", graceful_shutdown_drains_in_flight_handlers, [CONFIRMS]),
-        case!("worker", shutdown_deadline_leaves_the_message_for_redelivery, [CONFIRMS]),
+        case!(
+            "worker",
+            graceful_shutdown_drains_in_flight_handlers,
+            [CONFIRMS]
+        ),
+        case!(
+            "worker",
+            shutdown_deadline_leaves_the_message_for_redelivery,
+            [CONFIRMS]
+        ),
     ]
 }
 
@@ -40,11 +48,17 @@ async fn concurrency_limit_is_respected(ctx: Ctx) -> TestResult {
         .await?;
     let p = ctx.publisher().await?;
     super::load::publish_many(&p, &q, 40, "w").await?;
-    wait_until(Duration::from_secs(30), "40 acks", || worker.counts().acked == 40).await?;
+    wait_until(Duration::from_secs(30), "40 acks", || {
+        worker.counts().acked == 40
+    })
+    .await?;
     worker.shutdown(Duration::from_secs(5)).await?;
     let max = max.load(Ordering::SeqCst);
     check!(max <= 4, "{max} handlers ran at once with concurrency 4");
-    check!(max >= 2, "handlers never overlapped (max {max}) with concurrency 4");
+    check!(
+        max >= 2,
+        "handlers never overlapped (max {max}) with concurrency 4"
+    );
     Ok(())
 }
 
@@ -65,12 +79,20 @@ async fn graceful_shutdown_drains_in_flight_handlers(ctx: Ctx) -> TestResult {
         })
         .await?;
     ctx.send(&q, Message::new("slow")).await?;
-    wait_until(Duration::from_secs(10), "the handler to start", || worker.counts().in_flight == 1).await?;
+    wait_until(Duration::from_secs(10), "the handler to start", || {
+        worker.counts().in_flight == 1
+    })
+    .await?;
     let report = worker.shutdown(Duration::from_secs(10)).await?;
-    check_eq!((report.drained, report.abandoned), (1, 0), "shutdown report");
+    check_eq!(
+        (report.drained, report.abandoned),
+        (1, 0),
+        "shutdown report"
+    );
     check_eq!(done.load(Ordering::SeqCst), 1, "the handler finished");
     let mut c = ctx.broker.consumer(&q).await?;
-    ctx.expect_nothing(&mut c, Duration::from_millis(400)).await?;
+    ctx.expect_nothing(&mut c, Duration::from_millis(400))
+        .await?;
     Ok(())
 }
 
@@ -85,12 +107,23 @@ async fn shutdown_deadline_leaves_the_message_for_redelivery(ctx: Ctx) -> TestRe
         })
         .await?;
     ctx.send(&q, Message::new("stuck").with_id("s-1")).await?;
-    wait_until(Duration::from_secs(10), "the handler to start", || worker.counts().in_flight == 1).await?;
+    wait_until(Duration::from_secs(10), "the handler to start", || {
+        worker.counts().in_flight == 1
+    })
+    .await?;
     let report = worker.shutdown(Duration::from_millis(200)).await?;
-    check_eq!((report.drained, report.abandoned), (0, 1), "shutdown report");
+    check_eq!(
+        (report.drained, report.abandoned),
+        (0, 1),
+        "shutdown report"
+    );
     let mut c = ctx.broker.consumer(&q).await?;
     let d = ctx.recv(&mut c).await?;
-    check_eq!(d.message().id, "s-1", "the abandoned message is redelivered");
+    check_eq!(
+        d.message().id,
+        "s-1",
+        "the abandoned message is redelivered"
+    );
     check!(d.redelivered(), "redelivered flag");
     d.ack().await?;
     Ok(())
