@@ -38,6 +38,8 @@ pub use coolmq_core::*;
 
 #[cfg(feature = "memory")]
 pub use coolmq_memory as memory;
+#[cfg(feature = "rabbit")]
+pub use coolmq_rabbit as rabbit;
 
 /// README.md's examples, compiled by `cargo test --doc` so they stay true.
 #[cfg(doctest)]
@@ -60,6 +62,9 @@ pub fn drivers() -> Vec<Driver> {
             name: "rabbit",
             schemes: &["amqp", "amqps"],
             feature: "rabbit",
+            #[cfg(feature = "rabbit")]
+            connect: Some(|c| Box::pin(coolmq_rabbit::connect(c))),
+            #[cfg(not(feature = "rabbit"))]
             connect: None,
         },
         Driver {

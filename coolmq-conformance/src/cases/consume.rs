@@ -91,7 +91,21 @@ async fn nack_requeue_redelivers_with_flag_and_attempt(ctx: Ctx) -> TestResult {
     check_eq!((d.attempt(), d.redelivered()), (2, true), "second delivery");
     d.nack(Nack::Requeue).await?;
     let d = ctx.recv(&mut c).await?;
-    check_eq!(d.attempt(), 3, "third delivery");
+    check_eq!(d.message().id, "r-1", "same message");
+    if ctx.broker.capabilities().delivery_count {
+        check_eq!(
+            d.attempt(),
+            3,
+            "third delivery (the broker counts redeliveries)"
+        );
+    } else {
+        // A classic RabbitMQ queue only flags redelivery; it cannot count requeues.
+        check!(
+            d.attempt() >= 2,
+            "third delivery counts as a redelivery, got {}",
+            d.attempt()
+        );
+    }
     d.ack().await?;
     Ok(())
 }

@@ -1,0 +1,92 @@
+//! `amqp://` / `amqps://` URL options: everything lapin understands passes through
+//! (vhost, `heartbeat`, `frame_max`, `channel_max`, TLS by scheme); coolmq's own options are
+//! taken out first.
+
+use coolmq_core::{parse_url, redact_url, Error, Result};
+
+/// RabbitMQ's default largest message (3.8–3.13): 128 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
+/// The exchange topics are published to: RabbitMQ's predeclared durable topic exchange.
+pub const DEFAULT_TOPIC_EXCHANGE: &str = "amq.topic";
+
+/// Options parsed from the broker URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RabbitOptions {
+    /// The URL handed to lapin (coolmq's own query options removed).
+    pub amqp_url: String,
+    /// The URL with its password redacted, for logs.
+    pub endpoint: String,
+    /// Largest message body accepted (`?max_message_size=`).
+    pub max_message_size: usize,
+    /// Exchange for topics (`?topic_exchange=`, default `amq.topic`).
+    pub topic_exchange: String,
+    /// Connection name shown in the management UI (`?connection_name=`).
+    pub connection_name: String,
+}
+
+impl RabbitOptions {
+    /// Parse an `amqp://` or `amqps://` URL.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let mut u = parse_url(url)?;
+        if u.scheme() != "amqp" && u.scheme() != "amqps" {
+            return Err(Error::config(
+                "url",
+                format!(
+                    "the rabbit backend serves amqp:// and amqps:// URLs, not {}://",
+                    u.scheme()
+                ),
+            ));
+        }
+        let mut options = RabbitOptions {
+            amqp_url: String::new(),
+            endpoint: redact_url(url),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            topic_exchange: DEFAULT_TOPIC_EXCHANGE.to_string(),
+            connection_name: format!("coolmq pid {}", std::process::id()),
+        };
+        let mut passthrough = Vec::new();
+        for (k, v) in u.query_pairs() {
+            match &*k {
+                "max_message_size" => {
+                    options.max_message_size = v.parse().map_err(|_| {
+                        Error::config(
+                            "url.max_message_size",
+                            format!("max_message_size must be a number of bytes, not {v:?}"),
+                        )
+                    })?
+                }
+                "topic_exchange" => options.topic_exchange = v.into_owned(),
+                "connection_name" => options.connection_name = v.into_owned(),
+                _ => passthrough.push((k.into_owned(), v.into_owned())),
+            }
+        }
+        if passthrough.is_empty() {
+            u.set_query(None);
+        } else {
+            u.query_pairs_mut().clear().extend_pairs(passthrough);
+        }
+        options.amqp_url = u.to_string();
+        Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_options_are_removed_and_others_kept() {
+        let o = RabbitOptions::from_url(
+            "amqp://u:p@h:5672/%2f?heartbeat=10&max_message_size=1000&topic_exchange=events",
+        )
+        .unwrap();
+        assert_eq!(o.amqp_url, "amqp://u:p@h:5672/%2f?heartbeat=10");
+        assert_eq!(o.max_message_size, 1000);
+        assert_eq!(o.topic_exchange, "events");
+        assert_eq!(
+            o.endpoint,
+            "amqp://u:***@h:5672/%2f?heartbeat=10&max_message_size=1000&topic_exchange=events"
+        );
+        assert!(RabbitOptions::from_url("amqp://h/?max_message_size=x").is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! One AMQP connection, reopened on demand after it dies (with the connect timeout), handing
+//! out channels. coolmq does its own recovery instead of lapin's auto-recover, so every
+//! operation in flight when the connection dies fails promptly with a temporary error and the
+//! next one reconnects.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coolmq_core::{Error, ErrorKind, Result};
+use lapin::{Channel, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+
+use crate::error::{map, map_connect};
+use crate::RabbitOptions;
+
+pub(crate) struct Link {
+    pub options: RabbitOptions,
+    connect_timeout: Duration,
+    current: Mutex<Option<Arc<Connection>>>,
+    closed: AtomicBool,
+}
+
+impl Link {
+    pub fn new(options: RabbitOptions, connect_timeout: Duration) -> Self {
+        Link {
+            options,
+            connect_timeout,
+            current: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(
+                Error::new(ErrorKind::Closed, "the broker connection was closed")
+                    .set_temporary(false),
+            );
+        }
+        Ok(())
+    }
+
+    /// The live connection, reconnecting if it died.
+    pub async fn connection(&self) -> Result<Arc<Connection>> {
+        self.check_open()?;
+        let mut current = self.current.lock().await;
+        if let Some(c) = current.as_ref().filter(|c| c.status().connected()) {
+            return Ok(c.clone());
+        }
+        let props = ConnectionProperties::default()
+            .with_connection_name(self.options.connection_name.clone().into());
+        let endpoint = &self.options.endpoint;
+        let connection = tokio::time::timeout(
+            self.connect_timeout,
+            Connection::connect(&self.options.amqp_url, props),
+        )
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Unreachable,
+                format!(
+                    "connecting to RabbitMQ at {endpoint} timed out after {:?}",
+                    self.connect_timeout
+                ),
+            )
+            .with_context("endpoint", endpoint.clone())
+        })?
+        .map_err(|e| map_connect(e, endpoint))?;
+        let connection = Arc::new(connection);
+        *current = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// A new channel on the live connection.
+    pub async fn channel(&self) -> Result<Channel> {
+        let connection = self.connection().await?;
+        connection
+            .create_channel()
+            .await
+            .map_err(|e| map(e, "channel.open"))
+    }
+
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Some(c) = self.current.lock().await.take() {
+            let _ = c.close(200, "coolmq closing".into()).await;
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Consuming with manual ack: `basic_qos(prefetch)` before every `basic_consume` (lapin buffers
+//! without limit otherwise); after the channel or connection dies the consumer resubscribes on
+//! the next `recv`. Settling a delivery whose channel has died is a local `StaleDelivery`
+//! error, never a channel-closing PRECONDITION_FAILED.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use coolmq_core::{
+    Acker, ConsumerBackend, Delivery, DeliveryContext, Destination, Error, ErrorKind, Message,
+    Result, SendOptions,
+};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Channel;
+
+use crate::connection::Link;
+use crate::convert::from_properties;
+use crate::error::map;
+use crate::publisher::RabbitPublisher;
+
+pub(crate) struct RabbitConsumer {
+    link: Arc<Link>,
+    forwarder: Arc<RabbitPublisher>,
+    queue: String,
+    prefetch: u16,
+    context: Arc<DeliveryContext>,
+    current: Option<(Channel, lapin::Consumer)>,
+    closed: bool,
+}
+
+impl RabbitConsumer {
+    pub async fn open(
+        link: Arc<Link>,
+        forwarder: Arc<RabbitPublisher>,
+        queue: &str,
+        prefetch: u16,
+        context: Arc<DeliveryContext>,
+    ) -> Result<Self> {
+        let mut c = RabbitConsumer {
+            link,
+            forwarder,
+            queue: queue.to_string(),
+            prefetch,
+            context,
+            current: None,
+            closed: false,
+        };
+        c.subscribe().await?;
+        Ok(c)
+    }
+
+    async fn subscribe(&mut self) -> Result<()> {
+        let channel = self.link.channel().await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions { global: false })
+            .await
+            .map_err(|e| map(e, "basic.qos"))?;
+        let consumer = channel
+            .basic_consume(
+                self.queue.clone().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| map(e, "basic.consume").with_context("queue", self.queue.clone()))?;
+        self.current = Some((channel, consumer));
+        Ok(())
+    }
+
+    fn delivery(&self, channel: &Channel, d: lapin::message::Delivery) -> Delivery {
+        let lapin::message::Delivery {
+            redelivered,
+            properties,
+            data,
+            acker,
+            ..
+        } = d;
+        // Quorum queues count deliveries; classic queues only flag a redelivery.
+        let broker_redeliveries = properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-delivery-count"))
+            .and_then(|v| match v {
+                lapin::types::AMQPValue::LongLongInt(n) => Some(*n),
+                lapin::types::AMQPValue::LongInt(n) => Some(i64::from(*n)),
+                _ => None,
+            })
+            .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32)
+            .unwrap_or(u32::from(redelivered));
+        let message: Message = from_properties(&properties, data);
+        let acker = RabbitAcker {
+            acker,
+            channel: channel.clone(),
+            forwarder: self.forwarder.clone(),
+        };
+        Delivery::new(
+            message,
+            redelivered,
+            broker_redeliveries,
+            self.context.clone(),
+            Box::new(acker),
+        )
+    }
+}
+
+#[async_trait]
+impl ConsumerBackend for RabbitConsumer {
+    async fn recv(&mut self) -> Result<Option<Delivery>> {
+        loop {
+            if self.closed {
+                return Ok(None);
+            }
+            if self.current.is_none() {
+                // Resubscribe after a lost channel or connection; an error here is temporary
+                // (callers such as the worker retry with backoff).
+                self.subscribe().await?;
+            }
+            let (channel, consumer) = self.current.as_mut().expect("subscribed");
+            match consumer.next().await {
+                Some(Ok(d)) => {
+                    let channel = channel.clone();
+                    return Ok(Some(self.delivery(&channel, d)));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(queue = %self.queue, error = %e, "consumer channel failed; resubscribing");
+                    self.current = None;
+                }
+                None => {
+                    let channel_alive = channel.status().connected();
+                    self.current = None;
+                    if channel_alive {
+                        // The broker cancelled the consumer: the queue was deleted.
+                        self.closed = true;
+                        return Ok(None);
+                    }
+                    tracing::warn!(queue = %self.queue, "consumer channel closed; resubscribing");
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        self.closed = true;
+        if let Some((channel, consumer)) = self.current.take() {
+            let _ = channel
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await;
+            // Closing the channel returns every unsettled delivery to the queue.
+            let _ = channel.close(200, "consumer closed".into()).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RabbitConsumer {
+    fn drop(&mut self) {
+        if let Some((channel, _)) = self.current.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = channel.close(200, "consumer dropped".into()).await;
+                });
+            }
+        }
+    }
+}
+
+pub(crate) struct RabbitAcker {
+    acker: lapin::Acker,
+    channel: Channel,
+    forwarder: Arc<RabbitPublisher>,
+}
+
+fn stale() -> Error {
+    Error::new(
+        ErrorKind::StaleDelivery,
+        "the delivery's channel has closed; RabbitMQ redelivers the message",
+    )
+    .set_temporary(false)
+}
+
+impl RabbitAcker {
+    fn settled(&self, r: lapin::Result<bool>, operation: &'static str) -> Result<()> {
+        match r {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(stale()),
+            Err(_) if !self.channel.status().connected() => Err(stale()),
+            Err(e) => Err(map(e, operation)),
+        }
+    }
+}
+
+#[async_trait]
+impl Acker for RabbitAcker {
+    async fn ack(self: Box<Self>) -> Result<()> {
+        if !self.acker.usable() || !self.channel.status().connected() {
+            return Err(stale());
+        }
+        let r = self.acker.ack(BasicAckOptions::default()).await;
+        self.settled(r, "basic.ack")
+    }
+
+    async fn requeue(self: Box<Self>) -> Result<()> {
+        if !self.acker.usable() || !self.channel.status().connected() {
+            return Err(stale());
+        }
+        let r = self
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await;
+        self.settled(r, "basic.nack")
+    }
+
+    async fn forward(
+        self: Box<Self>,
+        destination: &Destination,
+        replacement: Message,
+        options: &SendOptions,
+    ) -> Result<()> {
+        // Confirm the replacement first, then ack: a crash in between duplicates, never loses.
+        match self
+            .forwarder
+            .publish(destination, replacement, options.delay)
+            .await
+        {
+            Ok(_) => self.ack().await,
+            Err(e) => {
+                let _ = self.requeue().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    fn release(self: Box<Self>) {
+        if !self.acker.usable() || !self.channel.status().connected() {
+            return; // the broker requeues it with the channel
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = self
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await;
+            });
+        }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}

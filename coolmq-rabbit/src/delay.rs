@@ -1,0 +1,129 @@
+//! Delayed delivery without plugins: one durable queue per delay tier holds delayed messages
+//! with a queue-level TTL and dead-letters them back, by their original routing key, to the
+//! default exchange (queues) or the topic exchange (topics). Every message in a tier has the
+//! same TTL, so none waits behind a longer one; tiers are shared by all queues.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use coolmq_core::Result;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+
+use crate::error::map;
+
+/// The headers exchange that routes delayed messages to their tier.
+pub(crate) const DELAY_EXCHANGE: &str = "coolmq.delay";
+
+/// Round a delay up to its tier: two significant digits of milliseconds, so a tier is never
+/// shorter than asked and at most 10 % longer, and jittered delays share few queues.
+pub(crate) fn tier_millis(delay: Duration) -> u64 {
+    let ms = delay.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
+    let mut scale = 1;
+    while ms / scale >= 100 {
+        scale *= 10;
+    }
+    ms.div_ceil(scale) * scale
+}
+
+/// Where a delayed message goes back to: the default exchange (queue) or the topic exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Back {
+    Queue,
+    Topic,
+}
+
+/// Tiers declared so far by this connection.
+#[derive(Default)]
+pub(crate) struct Tiers(Mutex<HashSet<(Back, u64)>>);
+
+impl Tiers {
+    /// The header value selecting the tier; declares the tier on first use.
+    pub async fn ensure(
+        &self,
+        channel: &Channel,
+        back: Back,
+        ms: u64,
+        topic_exchange: &str,
+    ) -> Result<String> {
+        let (tag, dead_letter_exchange) = match back {
+            Back::Queue => ("q", ""),
+            Back::Topic => ("t", topic_exchange),
+        };
+        let key = format!("{tag}.{ms}");
+        if self.0.lock().expect("lock").contains(&(back, ms)) {
+            return Ok(key);
+        }
+        channel
+            .exchange_declare(
+                DELAY_EXCHANGE.into(),
+                ExchangeKind::Headers,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| map(e, "exchange.declare"))?;
+        let queue = format!("coolmq.delay.{key}");
+        let mut args = FieldTable::default();
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ms as i64));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from(dead_letter_exchange.as_bytes().to_vec())),
+        );
+        channel
+            .queue_declare(
+                queue.clone().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .map_err(|e| map(e, "queue.declare"))?;
+        let mut bind = FieldTable::default();
+        bind.insert(
+            "x-match".into(),
+            AMQPValue::LongString(LongString::from(b"all".to_vec())),
+        );
+        bind.insert(
+            crate::convert::DELAY_HEADER.into(),
+            AMQPValue::LongString(LongString::from(key.as_bytes().to_vec())),
+        );
+        channel
+            .queue_bind(
+                queue.into(),
+                DELAY_EXCHANGE.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                bind,
+            )
+            .await
+            .map_err(|e| map(e, "queue.bind"))?;
+        self.0.lock().expect("lock").insert((back, ms));
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_round_up_by_at_most_ten_percent() {
+        assert_eq!(tier_millis(Duration::from_millis(200)), 200);
+        assert_eq!(tier_millis(Duration::from_millis(1234)), 1300);
+        assert_eq!(tier_millis(Duration::from_secs(1)), 1000);
+        assert_eq!(tier_millis(Duration::from_millis(101)), 110);
+        assert_eq!(tier_millis(Duration::ZERO), 1);
+        for ms in 1..20_000u64 {
+            let t = tier_millis(Duration::from_millis(ms));
+            assert!(t >= ms && t as f64 <= ms as f64 * 1.1 + 1.0, "{ms} -> {t}");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! # coolmq-rabbit
+//!
+//! coolmq's RabbitMQ backend over AMQP 0-9-1 (lapin), selected by `amqp://` and `amqps://`
+//! URLs (TLS with rustls; vhost in the path; lapin's `heartbeat`, `frame_max`, `channel_max`
+//! query options; coolmq's `max_message_size`, `topic_exchange`, `connection_name`).
+//!
+//! - **Publishing**: confirm mode always, `mandatory` always, one `PublisherConfirm` per send,
+//!   a window of sends in flight (`publisher_window`), persistent by default. A returned
+//!   message is `Unroutable`, a nack is `Nacked`; both hand the message back.
+//! - **Transactions** on their own channel (`tx.select` / `tx.commit` / `tx.rollback`).
+//! - **Consuming**: `basic_qos(prefetch)` before every consume, manual ack, requeue on nack
+//!   or drop; a settlement on a dead channel is a local `StaleDelivery` error.
+//! - **Delayed redelivery without plugins**: shared delay-tier queues (TTL + dead-letter back
+//!   to the work queue), so a waiting message survives the consumer and blocks nothing.
+//! - **Connection loss**: operations in flight fail with temporary errors; the next operation
+//!   reconnects, consumers resubscribe.
+#![deny(missing_docs)]
+
+mod config;
+mod connection;
+mod consumer;
+mod convert;
+mod delay;
+mod error;
+mod publisher;
+mod topology;
+mod transaction;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use coolmq_core::{
+    Backend, BackendInfo, Broker, Capabilities, Config, ConsumerBackend, ConsumerOptions,
+    DeliveryContext, FaultInjector, PublisherBackend, QueueSpec, Result,
+};
+
+pub use config::{RabbitOptions, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TOPIC_EXCHANGE};
+use connection::Link;
+use consumer::RabbitConsumer;
+use delay::Tiers;
+use publisher::{PublisherHandle, RabbitPublisher};
+
+/// URL schemes served by this backend.
+pub const SCHEMES: &[&str] = &["amqp", "amqps"];
+
+/// A connection to RabbitMQ: the [`Backend`] implementation.
+pub struct RabbitBackend {
+    info: BackendInfo,
+    link: Arc<Link>,
+    tiers: Arc<Tiers>,
+    /// Publishes forwards (delayed retries, dead letters) for this connection's consumers.
+    forwarder: Arc<RabbitPublisher>,
+    config: Config,
+}
+
+impl std::fmt::Debug for RabbitBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitBackend")
+            .field("endpoint", &self.info.endpoint)
+            .finish()
+    }
+}
+
+/// Connect to RabbitMQ as `config.url` says.
+///
+/// # Errors
+/// `ConfigInvalid` for a bad URL, `Unreachable` (temporary) when the broker does not answer
+/// within `connect_timeout`, `AuthenticationFailed` / `PermissionDenied` for refused
+/// credentials or vhost.
+pub async fn connect(config: Config) -> Result<Broker> {
+    let options = RabbitOptions::from_url(&config.url)?;
+    let capabilities = Capabilities {
+        confirms: true,
+        unroutable_returns: true,
+        transactions: true,
+        transactional_ack: false,
+        delayed_delivery: true,
+        delivery_count: false,
+        dead_letter: true,
+        topics: true,
+        max_length: true,
+        message_ttl: true,
+        nested_headers: true,
+        fault_injection: false,
+        max_message_size: Some(options.max_message_size),
+    };
+    let info = BackendInfo {
+        name: "rabbit",
+        endpoint: options.endpoint.clone(),
+        capabilities,
+    };
+    let link = Arc::new(Link::new(options, config.connect_timeout));
+    // Connect now, so a bad URL, refused credentials or a down broker fail here.
+    link.connection().await?;
+    let tiers = Arc::new(Tiers::default());
+    let forwarder = Arc::new(RabbitPublisher::new(
+        link.clone(),
+        tiers.clone(),
+        config.publisher_window,
+        config.confirm_timeout,
+    ));
+    let backend = RabbitBackend {
+        info,
+        link,
+        tiers,
+        forwarder,
+        config: config.clone(),
+    };
+    Ok(Broker::new(Arc::new(backend), config))
+}
+
+#[async_trait]
+impl Backend for RabbitBackend {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    async fn declare_queue(&self, spec: &QueueSpec) -> Result<()> {
+        topology::declare(&self.link, spec).await
+    }
+
+    async fn delete_queue(&self, name: &str) -> Result<()> {
+        topology::delete(&self.link, name).await
+    }
+
+    async fn queue_depth(&self, name: &str) -> Result<u64> {
+        topology::depth(&self.link, name).await
+    }
+
+    async fn publisher(&self) -> Result<Arc<dyn PublisherBackend>> {
+        let inner = Arc::new(RabbitPublisher::new(
+            self.link.clone(),
+            self.tiers.clone(),
+            self.config.publisher_window,
+            self.config.confirm_timeout,
+        ));
+        Ok(Arc::new(PublisherHandle {
+            inner,
+            link: self.link.clone(),
+        }))
+    }
+
+    async fn consumer(
+        &self,
+        queue: &str,
+        options: &ConsumerOptions,
+    ) -> Result<Box<dyn ConsumerBackend>> {
+        let context = Arc::new(DeliveryContext {
+            queue: queue.to_string(),
+            dead_letter_queue: options.dead_letter_queue.clone(),
+            capabilities: self.info.capabilities,
+            backend: self.info.name,
+        });
+        let consumer = RabbitConsumer::open(
+            self.link.clone(),
+            self.forwarder.clone(),
+            queue,
+            options.prefetch,
+            context,
+        )
+        .await?;
+        Ok(Box::new(consumer))
+    }
+
+    fn fault_injector(&self) -> Option<Arc<dyn FaultInjector>> {
+        None
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.link.close().await;
+        Ok(())
+    }
+}

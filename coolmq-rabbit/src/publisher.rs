@@ -1,0 +1,217 @@
+//! Publishing with confirms: every send is `mandatory`, keeps its own `PublisherConfirm`
+//! (never `wait_for_confirms`), and a window bounds the sends in flight. `Ack` carrying a
+//! returned message is `Unroutable`; `Nack` is `Nacked`; a dead channel fails every pending
+//! send with a temporary `ConnectionLost`, and the next send reopens it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use coolmq_core::{
+    Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result, SendError,
+    SendOptions, TransactionBackend,
+};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, LongString};
+use lapin::{Channel, Confirmation};
+use tokio::sync::Semaphore;
+
+use crate::connection::Link;
+use crate::convert::{to_properties, DELAY_HEADER};
+use crate::delay::{tier_millis, Back, Tiers, DELAY_EXCHANGE};
+use crate::error::map;
+use crate::transaction::RabbitTransaction;
+
+pub(crate) struct RabbitPublisher {
+    link: Arc<Link>,
+    tiers: Arc<Tiers>,
+    channel: Mutex<Option<Channel>>,
+    reopen: tokio::sync::Mutex<()>,
+    window: Semaphore,
+    confirm_timeout: Duration,
+}
+
+impl RabbitPublisher {
+    pub fn new(
+        link: Arc<Link>,
+        tiers: Arc<Tiers>,
+        window: usize,
+        confirm_timeout: Duration,
+    ) -> Self {
+        RabbitPublisher {
+            link,
+            tiers,
+            channel: Mutex::new(None),
+            reopen: tokio::sync::Mutex::new(()),
+            window: Semaphore::new(window),
+            confirm_timeout,
+        }
+    }
+
+    fn live_channel(&self) -> Option<Channel> {
+        self.channel
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .filter(|c| c.status().connected())
+            .cloned()
+    }
+
+    /// The confirm-mode channel, reopened (once, for all waiting senders) if it died.
+    async fn confirm_channel(&self) -> Result<Channel> {
+        if let Some(c) = self.live_channel() {
+            return Ok(c);
+        }
+        let _reopening = self.reopen.lock().await;
+        if let Some(c) = self.live_channel() {
+            return Ok(c);
+        }
+        let channel = self.link.channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| map(e, "confirm.select"))?;
+        *self.channel.lock().expect("lock") = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Where a message for `destination` is published: exchange, routing key, extra header.
+    async fn route(
+        &self,
+        channel: &Channel,
+        destination: &Destination,
+        delay: Option<Duration>,
+    ) -> Result<(String, String, Option<(&'static str, AMQPValue)>)> {
+        let topic_exchange = &self.link.options.topic_exchange;
+        let (back, exchange) = match destination {
+            Destination::Queue(_) => (Back::Queue, ""),
+            Destination::Topic(_) => (Back::Topic, topic_exchange.as_str()),
+        };
+        let routing_key = destination.name().to_string();
+        match delay.filter(|d| !d.is_zero()) {
+            None => Ok((exchange.to_string(), routing_key, None)),
+            Some(d) => {
+                let key = self
+                    .tiers
+                    .ensure(channel, back, tier_millis(d), topic_exchange)
+                    .await?;
+                let header = AMQPValue::LongString(LongString::from(key.into_bytes()));
+                Ok((
+                    DELAY_EXCHANGE.to_string(),
+                    routing_key,
+                    Some((DELAY_HEADER, header)),
+                ))
+            }
+        }
+    }
+
+    pub async fn publish(
+        &self,
+        destination: &Destination,
+        message: Message,
+        delay: Option<Duration>,
+    ) -> Result<Receipt, SendError> {
+        let _permit = self.window.acquire().await.expect("window never closed");
+        let channel = match self.confirm_channel().await {
+            Ok(c) => c,
+            Err(e) => return Err(SendError::new(e, message)),
+        };
+        let (exchange, routing_key, extra) = match self.route(&channel, destination, delay).await {
+            Ok(r) => r,
+            Err(e) => return Err(SendError::new(e, message)),
+        };
+        let properties = match to_properties(&message, extra) {
+            Ok(p) => p,
+            Err(e) => return Err(SendError::new(e, message)),
+        };
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let confirm = match channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                options,
+                &message.body,
+                properties,
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return Err(SendError::new(map(e, "basic.publish"), message)),
+        };
+        let outcome = match tokio::time::timeout(self.confirm_timeout, confirm).await {
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no publisher confirm within {:?}; the broker may have taken the message",
+                    self.confirm_timeout
+                ),
+            )),
+            Ok(Err(e)) => Err(map(e, "publisher confirm").set_temporary(true)),
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {
+                Err(Error::new(
+                    ErrorKind::Unroutable,
+                    format!(
+                        "RabbitMQ returned the message: {} {}",
+                        returned.reply_code, returned.reply_text
+                    ),
+                )
+                .with_context("destination", destination.to_string())
+                .set_temporary(false))
+            }
+            Ok(Ok(Confirmation::Nack(None))) => Err(Error::new(
+                ErrorKind::Nacked,
+                "RabbitMQ nacked the publish (queue full or internal error)",
+            )
+            .with_context("destination", destination.to_string())),
+            Ok(Ok(Confirmation::NotRequested)) => Err(Error::new(
+                ErrorKind::Unexpected,
+                "publisher confirms were not enabled on the channel",
+            )),
+        };
+        match outcome {
+            Ok(()) => Ok(Receipt {
+                message_id: message.id,
+            }),
+            Err(e) => {
+                let e = if e.kind() == ErrorKind::ConnectionLost {
+                    Error::new(
+                        ErrorKind::ConnectionLost,
+                        "the connection died before the confirm arrived; the broker may have taken the message",
+                    )
+                    .with_source(e)
+                } else {
+                    e
+                };
+                Err(SendError::new(e, message))
+            }
+        }
+    }
+}
+
+/// The `PublisherBackend` handed to applications: a publisher plus what transactions need.
+pub(crate) struct PublisherHandle {
+    pub inner: Arc<RabbitPublisher>,
+    pub link: Arc<Link>,
+}
+
+#[async_trait]
+impl PublisherBackend for PublisherHandle {
+    async fn send(
+        &self,
+        destination: &Destination,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<Receipt, SendError> {
+        self.inner
+            .publish(destination, message, options.delay)
+            .await
+    }
+
+    async fn begin(&self) -> Result<Box<dyn TransactionBackend>> {
+        Ok(Box::new(RabbitTransaction::begin(self.link.clone()).await?))
+    }
+}

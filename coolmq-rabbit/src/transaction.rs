@@ -1,0 +1,142 @@
+//! AMQP 0-9-1 transactions on their own channel (a channel cannot be in confirm and tx mode at
+//! once). Sends to queues are checked for existence first, so an unroutable message is
+//! reported instead of dropped; an abandoned transaction's channel is closed, which rolls it
+//! back on the broker.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use coolmq_core::{
+    Delivery, Destination, Error, ErrorKind, Message, Result, SendError, TransactionBackend,
+};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::Channel;
+
+use crate::connection::Link;
+use crate::convert::to_properties;
+use crate::error::map;
+
+pub(crate) struct RabbitTransaction {
+    link: Arc<Link>,
+    channel: Channel,
+    known_queues: HashSet<String>,
+}
+
+impl RabbitTransaction {
+    pub async fn begin(link: Arc<Link>) -> Result<Self> {
+        let channel = link.channel().await?;
+        channel.tx_select().await.map_err(|e| map(e, "tx.select"))?;
+        Ok(RabbitTransaction {
+            link,
+            channel,
+            known_queues: HashSet::new(),
+        })
+    }
+
+    async fn check_queue(&mut self, queue: &str) -> Result<()> {
+        if self.known_queues.contains(queue) {
+            return Ok(());
+        }
+        // A passive declare of a missing queue closes its channel: use a throwaway one.
+        let probe = self.link.channel().await?;
+        let r = probe
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let _ = probe.close(200, "".into()).await;
+        match r {
+            Ok(_) => {
+                self.known_queues.insert(queue.to_string());
+                Ok(())
+            }
+            Err(e) => {
+                let e = map(e, "queue.declare(passive)");
+                if e.kind() == ErrorKind::NotFound {
+                    Err(
+                        Error::new(ErrorKind::Unroutable, format!("no queue named {queue:?}"))
+                            .with_context("destination", format!("queue://{queue}"))
+                            .set_temporary(false),
+                    )
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl TransactionBackend for RabbitTransaction {
+    async fn send(&mut self, destination: &Destination, message: Message) -> Result<(), SendError> {
+        let (exchange, routing_key) = match destination {
+            Destination::Queue(q) => {
+                if let Err(e) = self.check_queue(q).await {
+                    return Err(SendError::new(e, message));
+                }
+                (String::new(), q.clone())
+            }
+            Destination::Topic(t) => (self.link.options.topic_exchange.clone(), t.clone()),
+        };
+        let properties = match to_properties(&message, None) {
+            Ok(p) => p,
+            Err(e) => return Err(SendError::new(e, message)),
+        };
+        let r = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                &message.body,
+                properties,
+            )
+            .await;
+        match r {
+            Ok(_not_requested) => Ok(()),
+            Err(e) => Err(SendError::new(map(e, "basic.publish"), message)),
+        }
+    }
+
+    async fn ack(&mut self, _delivery: Delivery) -> Result<()> {
+        Err(Error::unsupported("transactional ack", "rabbit"))
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let r = self.channel.tx_commit().await.map_err(|e| {
+            map(e, "tx.commit").with_context(
+                "outcome",
+                "unknown: the commit may or may not have happened",
+            )
+        });
+        let _ = self.channel.close(200, "".into()).await;
+        r
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        let r = self
+            .channel
+            .tx_rollback()
+            .await
+            .map_err(|e| map(e, "tx.rollback"));
+        let _ = self.channel.close(200, "".into()).await;
+        r
+    }
+
+    fn abandon(self: Box<Self>) {
+        let channel = self.channel;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = channel.tx_rollback().await;
+                let _ = channel.close(200, "".into()).await;
+            });
+        }
+    }
+}
