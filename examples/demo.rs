@@ -88,7 +88,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         order.customer, order.id
                     )));
                 }
-                if order.id % 4 == 0 && incoming.attempt == 1 {
+                if order.id.is_multiple_of(4) && incoming.attempt == 1 {
                     return Err(HandlerError::msg("payment gateway timed out"));
                 }
                 Ok(())
@@ -151,7 +151,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let alerts = observer.0.lock().unwrap().clone();
     let expected_transient = (1..=ORDERS)
-        .filter(|id| id % 4 == 0 && *id != POISON)
+        .filter(|id| id.is_multiple_of(4) && *id != POISON)
         .count();
     let ok = counts.acked == u64::from(ORDERS - 1)
         && counts.dead_lettered == 1
