@@ -73,7 +73,7 @@ impl RabbitConsumer {
         Ok(())
     }
 
-    fn delivery(&self, channel: &Channel, d: lapin::message::Delivery) -> Delivery {
+    fn delivery(&self, d: lapin::message::Delivery) -> Delivery {
         let lapin::message::Delivery {
             redelivered,
             properties,
@@ -96,7 +96,6 @@ impl RabbitConsumer {
         let message: Message = from_properties(&properties, data);
         let acker = RabbitAcker {
             acker,
-            channel: channel.clone(),
             forwarder: self.forwarder.clone(),
         };
         Delivery::new(
@@ -123,10 +122,7 @@ impl ConsumerBackend for RabbitConsumer {
             }
             let (channel, consumer) = self.current.as_mut().expect("subscribed");
             match consumer.next().await {
-                Some(Ok(d)) => {
-                    let channel = channel.clone();
-                    return Ok(Some(self.delivery(&channel, d)));
-                }
+                Some(Ok(d)) => return Ok(Some(self.delivery(d))),
                 Some(Err(e)) => {
                     tracing::warn!(queue = %self.queue, error = %e, "consumer channel failed; resubscribing");
                     self.current = None;
@@ -170,9 +166,10 @@ impl Drop for RabbitConsumer {
     }
 }
 
+/// Settles one delivery. lapin poisons an acker whose channel has closed, so staleness is
+/// known locally, without asking the channel.
 pub(crate) struct RabbitAcker {
     acker: lapin::Acker,
-    channel: Channel,
     forwarder: Arc<RabbitPublisher>,
 }
 
@@ -189,7 +186,7 @@ impl RabbitAcker {
         match r {
             Ok(true) => Ok(()),
             Ok(false) => Err(stale()),
-            Err(_) if !self.channel.status().connected() => Err(stale()),
+            Err(_) if self.acker.poisoned() => Err(stale()),
             Err(e) => Err(map(e, operation)),
         }
     }
@@ -198,7 +195,7 @@ impl RabbitAcker {
 #[async_trait]
 impl Acker for RabbitAcker {
     async fn ack(self: Box<Self>) -> Result<()> {
-        if !self.acker.usable() || !self.channel.status().connected() {
+        if !self.acker.usable() {
             return Err(stale());
         }
         let r = self.acker.ack(BasicAckOptions::default()).await;
@@ -206,7 +203,7 @@ impl Acker for RabbitAcker {
     }
 
     async fn requeue(self: Box<Self>) -> Result<()> {
-        if !self.acker.usable() || !self.channel.status().connected() {
+        if !self.acker.usable() {
             return Err(stale());
         }
         let r = self
@@ -240,7 +237,7 @@ impl Acker for RabbitAcker {
     }
 
     fn release(self: Box<Self>) {
-        if !self.acker.usable() || !self.channel.status().connected() {
+        if !self.acker.usable() {
             return; // the broker requeues it with the channel
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

@@ -161,29 +161,28 @@ pub(crate) fn from_properties(p: &BasicProperties, body: Vec<u8>) -> Message {
     for h in BROKER_HEADERS {
         headers.remove(*h);
     }
-    let mut m = Message::new(body);
-    m.id = p
-        .message_id()
-        .as_ref()
-        .map(|s| s.as_str().to_string())
-        .unwrap_or(m.id);
-    m.headers = headers;
-    m.content_type = p.content_type().as_ref().map(|s| s.as_str().to_string());
-    m.correlation_id = p.correlation_id().as_ref().map(|s| s.as_str().to_string());
-    m.reply_to = p.reply_to().as_ref().map(|s| s.as_str().to_string());
-    m.kind = p.kind().as_ref().map(|s| s.as_str().to_string());
-    m.priority = *p.priority();
-    m.persistent = *p.delivery_mode() == Some(2);
-    m.ttl = p
-        .expiration()
-        .as_ref()
-        .and_then(|s| s.as_str().parse::<u64>().ok())
-        .map(Duration::from_millis);
-    m.timestamp = timestamp_ms.or_else(|| {
-        p.timestamp()
-            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-    });
-    m
+    let text = |s: &Option<ShortString>| s.as_ref().map(|s| s.as_str().to_string());
+    Message {
+        // Messages from clients that set no id get a fresh one: ids are the dedup key.
+        id: text(p.message_id()).unwrap_or_else(coolmq_core::new_message_id),
+        body: body.into(),
+        content_type: text(p.content_type()),
+        headers,
+        correlation_id: text(p.correlation_id()),
+        reply_to: text(p.reply_to()),
+        kind: text(p.kind()),
+        priority: *p.priority(),
+        persistent: *p.delivery_mode() == Some(2),
+        ttl: p
+            .expiration()
+            .as_ref()
+            .and_then(|s| s.as_str().parse::<u64>().ok())
+            .map(Duration::from_millis),
+        timestamp: timestamp_ms.or_else(|| {
+            p.timestamp()
+                .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,35 @@
+//! coolmq vs the raw client library, on the same broker, in one run.
+//!
+//! Each scenario runs raw and coolmq alternately (A B A B …) for several repetitions and
+//! prints one line ending in `ratio=<coolmq/raw>` computed from the median throughputs
+//! (higher is better; 1.0 = no overhead). Timings never go into tests.
+//!
+//! ```text
+//! cargo run --release -p coolmq-bench -- rabbit --url amqp://guest:guest@127.0.0.1:5672/%2f
+//! ```
+
+mod rabbit;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks coolmq against the raw client libraries.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    backend: Backend,
+}
+
+#[derive(Subcommand)]
+enum Backend {
+    /// RabbitMQ: coolmq-rabbit vs raw lapin.
+    Rabbit(rabbit::Args),
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    match Cli::parse().backend {
+        Backend::Rabbit(args) => rabbit::run(args).await,
+    }
+}
