@@ -205,6 +205,33 @@ pub fn parse_url(url: &str) -> Result<url::Url> {
     })
 }
 
+/// Parse a backend's URL and check its scheme is one `backend` serves.
+pub fn parse_backend_url(url: &str, backend: &str, schemes: &[&str]) -> Result<url::Url> {
+    let u = parse_url(url)?;
+    if !schemes.contains(&u.scheme()) {
+        let served: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+        return Err(Error::config(
+            "url",
+            format!(
+                "the {backend} backend serves {} URLs, not {}://",
+                served.join(" and "),
+                u.scheme()
+            ),
+        ));
+    }
+    Ok(u)
+}
+
+/// Parse a URL query option, with an error naming `url.<key>`.
+pub fn parse_url_option<T: std::str::FromStr>(key: &str, value: &str, expected: &str) -> Result<T> {
+    value.parse().map_err(|_| {
+        Error::config(
+            &format!("url.{key}"),
+            format!("{key} must be {expected}, not {value:?}"),
+        )
+    })
+}
+
 /// Replace the password of a URL with `***` (unparseable URLs are cut after the scheme).
 ///
 /// ```

@@ -36,7 +36,9 @@ pub use backend::{
 };
 pub use broker::Broker;
 pub use capability::Capabilities;
-pub use config::{parse_url, redact_url, Config, ENV_CONFIG_FILE, ENV_PREFIX};
+pub use config::{
+    parse_backend_url, parse_url, parse_url_option, redact_url, Config, ENV_CONFIG_FILE, ENV_PREFIX,
+};
 pub use consumer::{Consumer, ConsumerOptions, DEFAULT_PREFETCH};
 pub use dead_letter::{DeadLetterEvent, DeadLetterObserver, LogObserver};
 pub use delivery::{Delivery, DeliveryContext, Nack};

@@ -1,6 +1,6 @@
 //! `memory://` URL options.
 
-use coolmq_core::{parse_url, Error, Result};
+use coolmq_core::{parse_backend_url, parse_url_option, Error, Result};
 
 /// Default largest message: 16 MiB (RabbitMQ 4's default `max_message_size`).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
@@ -17,16 +17,7 @@ pub struct MemoryOptions {
 impl MemoryOptions {
     /// Parse a `memory://` URL.
     pub fn from_url(url: &str) -> Result<Self> {
-        let u = parse_url(url)?;
-        if u.scheme() != "memory" {
-            return Err(Error::config(
-                "url",
-                format!(
-                    "the memory backend serves memory:// URLs, not {}://",
-                    u.scheme()
-                ),
-            ));
-        }
+        let u = parse_backend_url(url, "memory", crate::SCHEMES)?;
         let mut options = MemoryOptions {
             name: u.host_str().unwrap_or_default().to_string(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
@@ -34,12 +25,8 @@ impl MemoryOptions {
         for (k, v) in u.query_pairs() {
             match &*k {
                 "max_message_size" => {
-                    options.max_message_size = v.parse().map_err(|_| {
-                        Error::config(
-                            "url.max_message_size",
-                            format!("max_message_size must be a number of bytes, not {v:?}"),
-                        )
-                    })?;
+                    options.max_message_size =
+                        parse_url_option("max_message_size", &v, "a number of bytes")?;
                 }
                 other => {
                     return Err(Error::config(

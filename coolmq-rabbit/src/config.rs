@@ -2,7 +2,7 @@
 //! (vhost, `heartbeat`, `frame_max`, `channel_max`, TLS by scheme); coolmq's own options are
 //! taken out first.
 
-use coolmq_core::{parse_url, redact_url, Error, Result};
+use coolmq_core::{parse_backend_url, parse_url_option, redact_url, Result};
 
 /// RabbitMQ's default largest message (3.8–3.13): 128 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
@@ -27,16 +27,7 @@ pub struct RabbitOptions {
 impl RabbitOptions {
     /// Parse an `amqp://` or `amqps://` URL.
     pub fn from_url(url: &str) -> Result<Self> {
-        let mut u = parse_url(url)?;
-        if u.scheme() != "amqp" && u.scheme() != "amqps" {
-            return Err(Error::config(
-                "url",
-                format!(
-                    "the rabbit backend serves amqp:// and amqps:// URLs, not {}://",
-                    u.scheme()
-                ),
-            ));
-        }
+        let mut u = parse_backend_url(url, "rabbit", crate::SCHEMES)?;
         let mut options = RabbitOptions {
             amqp_url: String::new(),
             endpoint: redact_url(url),
@@ -48,12 +39,8 @@ impl RabbitOptions {
         for (k, v) in u.query_pairs() {
             match &*k {
                 "max_message_size" => {
-                    options.max_message_size = v.parse().map_err(|_| {
-                        Error::config(
-                            "url.max_message_size",
-                            format!("max_message_size must be a number of bytes, not {v:?}"),
-                        )
-                    })?
+                    options.max_message_size =
+                        parse_url_option("max_message_size", &v, "a number of bytes")?
                 }
                 "topic_exchange" => options.topic_exchange = v.into_owned(),
                 "connection_name" => options.connection_name = v.into_owned(),
