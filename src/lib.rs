@@ -36,6 +36,8 @@
 
 pub use coolmq_core::*;
 
+#[cfg(feature = "activemq")]
+pub use coolmq_activemq as activemq;
 #[cfg(feature = "memory")]
 pub use coolmq_memory as memory;
 #[cfg(feature = "rabbit")]
@@ -71,6 +73,9 @@ pub fn drivers() -> Vec<Driver> {
             name: "activemq",
             schemes: &["amqp1", "amqp1s"],
             feature: "activemq",
+            #[cfg(feature = "activemq")]
+            connect: Some(|c| Box::pin(coolmq_activemq::connect(c))),
+            #[cfg(not(feature = "activemq"))]
             connect: None,
         },
     ]

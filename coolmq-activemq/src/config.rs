@@ -1,0 +1,107 @@
+//! `amqp1://` / `amqp1s://` URL options. Both AMQP protocols use `amqp://` natively, so coolmq
+//! gives AMQP 1.0 its own scheme and rewrites it for fe2o3; credentials select SASL PLAIN,
+//! none select ANONYMOUS.
+
+use coolmq_core::{parse_backend_url, parse_url_option, redact_url, Result};
+
+/// Artemis' default largest AMQP frame-assembled message is far larger; coolmq caps at 100 MiB,
+/// Classic's `wireFormat.maxFrameSize` in the project's configuration.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 100 * 1024 * 1024;
+
+/// Options parsed from the broker URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveMqOptions {
+    /// The URL handed to fe2o3 (`amqp://host:port` or `amqps://…`, no credentials).
+    pub amqp_url: String,
+    /// The URL with its password redacted.
+    pub endpoint: String,
+    /// SASL PLAIN credentials, if any.
+    pub credentials: Option<(String, String)>,
+    /// Largest message body accepted (`?max_message_size=`).
+    pub max_message_size: usize,
+    /// Artemis or Classic (`?broker=artemis|classic`, default artemis): they differ in
+    /// management.
+    pub flavor: crate::Flavor,
+}
+
+impl ActiveMqOptions {
+    /// Parse an `amqp1://` or `amqp1s://` URL.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let u = parse_backend_url(url, "activemq", crate::SCHEMES)?;
+        let mut max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
+        let mut flavor = crate::Flavor::Artemis;
+        for (k, v) in u.query_pairs() {
+            match &*k {
+                "max_message_size" => {
+                    max_message_size =
+                        parse_url_option("max_message_size", &v, "a number of bytes")?
+                }
+                "broker" => {
+                    flavor = match &*v {
+                        "artemis" => crate::Flavor::Artemis,
+                        "classic" => crate::Flavor::Classic,
+                        other => {
+                            return Err(coolmq_core::Error::config(
+                                "url.broker",
+                                format!("broker must be artemis or classic, not {other:?}"),
+                            ))
+                        }
+                    }
+                }
+                other => {
+                    return Err(coolmq_core::Error::config(
+                        "url",
+                        format!(
+                            "unknown amqp1:// option {other:?}; known: broker, max_message_size"
+                        ),
+                    ))
+                }
+            }
+        }
+        let scheme = if u.scheme() == "amqp1s" {
+            "amqps"
+        } else {
+            "amqp"
+        };
+        let host = u.host_str().unwrap_or("localhost");
+        let port = u
+            .port()
+            .unwrap_or(if scheme == "amqps" { 5671 } else { 5672 });
+        let credentials = (!u.username().is_empty()).then(|| {
+            let decode = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            (
+                decode(u.username()),
+                decode(u.password().unwrap_or_default()),
+            )
+        });
+        Ok(ActiveMqOptions {
+            amqp_url: format!("{scheme}://{host}:{port}"),
+            endpoint: redact_url(url),
+            credentials,
+            max_message_size,
+            flavor,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheme_is_rewritten_and_credentials_split() {
+        let o = ActiveMqOptions::from_url("amqp1://u:p%40ss@h:5673").unwrap();
+        assert_eq!(o.amqp_url, "amqp://h:5673");
+        assert_eq!(o.credentials, Some(("u".into(), "p@ss".into())));
+        assert_eq!(o.endpoint, "amqp1://u:***@h:5673");
+        let o = ActiveMqOptions::from_url("amqp1s://h").unwrap();
+        assert_eq!(o.amqp_url, "amqps://h:5671");
+        assert_eq!(o.credentials, None);
+        assert!(ActiveMqOptions::from_url("amqp://h").is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! One AMQP 1.0 connection and session, reopened on demand: fe2o3 has no reconnect, so
+//! coolmq notices a closed connection or ended session and opens new ones for the next link.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use coolmq_core::{Error, ErrorKind, Result};
+use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::messaging::{Source, Target};
+use fe2o3_amqp::types::primitives::Symbol;
+use fe2o3_amqp::{Connection, Receiver, Sender, Session};
+use tokio::sync::Mutex;
+
+use crate::error::{map, map_connect};
+use crate::ActiveMqOptions;
+
+struct Live {
+    connection: ConnectionHandle<()>,
+    session: SessionHandle<()>,
+}
+
+pub(crate) struct Link {
+    pub options: ActiveMqOptions,
+    connect_timeout: Duration,
+    live: Mutex<Option<Live>>,
+    closed: AtomicBool,
+    names: AtomicU64,
+}
+
+impl Link {
+    pub fn new(options: ActiveMqOptions, connect_timeout: Duration) -> Self {
+        Link {
+            options,
+            connect_timeout,
+            live: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            names: AtomicU64::new(0),
+        }
+    }
+
+    fn link_name(&self, role: &str) -> String {
+        format!(
+            "coolmq-{role}-{}-{}",
+            std::process::id(),
+            self.names.fetch_add(1, Ordering::SeqCst)
+        )
+    }
+
+    async fn open(&self) -> Result<Live> {
+        let endpoint = &self.options.endpoint;
+        let profile = match &self.options.credentials {
+            Some((user, password)) => SaslProfile::Plain {
+                username: user.clone(),
+                password: password.clone(),
+            },
+            None => SaslProfile::Anonymous,
+        };
+        let open = async {
+            let mut connection = Connection::builder()
+                .container_id(format!(
+                    "coolmq-{}-{}",
+                    std::process::id(),
+                    coolmq_core::new_message_id()
+                ))
+                .sasl_profile(profile)
+                .open(self.options.amqp_url.as_str())
+                .await
+                .map_err(|e| map_connect(e, endpoint))?;
+            let session = Session::begin(&mut connection)
+                .await
+                .map_err(|e| map(e, "session.begin"))?;
+            Ok::<_, Error>(Live {
+                connection,
+                session,
+            })
+        };
+        tokio::time::timeout(self.connect_timeout, open)
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Unreachable,
+                    format!(
+                        "connecting to ActiveMQ at {endpoint} timed out after {:?}",
+                        self.connect_timeout
+                    ),
+                )
+            })?
+    }
+
+    /// Run `f` with the live session, (re)connecting first if needed.
+    async fn with_session<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut SessionHandle<()>) -> Result<T>,
+    ) -> Result<T> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(
+                Error::new(ErrorKind::Closed, "the broker connection was closed")
+                    .set_temporary(false),
+            );
+        }
+        let mut live = self.live.lock().await;
+        let dead = live
+            .as_ref()
+            .is_none_or(|l| l.connection.is_closed() || l.session.is_ended());
+        if dead {
+            *live = Some(self.open().await?);
+        }
+        let session = &mut live.as_mut().expect("opened").session;
+        f(session).await
+    }
+
+    /// Make sure the broker answers (connect now).
+    pub async fn check(&self) -> Result<()> {
+        self.with_session(async |_| Ok(())).await
+    }
+
+    /// A sender to `address` (a queue).
+    pub async fn sender(&self, address: &str) -> Result<Sender> {
+        let name = self.link_name("sender");
+        let target = Target::builder()
+            .address(address.to_string())
+            .capabilities(vec![Symbol::from("queue")])
+            .build();
+        self.with_session(async |s| {
+            Sender::builder()
+                .name(name)
+                .target(target)
+                .attach(s)
+                .await
+                .map_err(|e| map(e, "attach sender").with_context("address", address.to_string()))
+        })
+        .await
+    }
+
+    /// A receiver of `address` with manual credit.
+    pub async fn receiver(&self, address: &str) -> Result<Receiver> {
+        let name = self.link_name("receiver");
+        let source = Source::builder()
+            .address(address.to_string())
+            .capabilities(vec![Symbol::from("queue")])
+            .build();
+        self.with_session(async |s| {
+            Receiver::builder()
+                .name(name)
+                .source(source)
+                .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Manual)
+                .auto_accept(false)
+                .attach(s)
+                .await
+                .map_err(|e| map(e, "attach receiver").with_context("address", address.to_string()))
+        })
+        .await
+    }
+
+    /// A sender without target capabilities (management and statistics addresses).
+    pub async fn plain_sender(&self, address: &str) -> Result<Sender> {
+        let name = self.link_name("mgmt-sender");
+        self.with_session(async |s| {
+            Sender::attach(s, name, address.to_string())
+                .await
+                .map_err(|e| map(e, "attach sender").with_context("address", address.to_string()))
+        })
+        .await
+    }
+
+    /// A receiver of a dynamic (temporary) queue the broker names, for replies.
+    pub async fn reply_receiver(&self) -> Result<Receiver> {
+        let name = self.link_name("reply");
+        self.with_session(async |s| {
+            Receiver::builder()
+                .name(name)
+                .source(Source::builder().dynamic(true).build())
+                .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Manual)
+                .auto_accept(false)
+                .attach(s)
+                .await
+                .map_err(|e| map(e, "attach reply receiver"))
+        })
+        .await
+    }
+
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Some(mut live) = self.live.lock().await.take() {
+            let _ = live.session.end().await;
+            let _ = live.connection.close().await;
+        }
+    }
+}
