@@ -31,6 +31,8 @@ enum Settle {
 
 enum Command {
     Settle(DeliveryInfo, Settle, Option<oneshot::Sender<Result<()>>>),
+    /// An unsettled delivery was dropped: return it to the queue as a counted attempt.
+    Return(DeliveryInfo),
     Close(oneshot::Sender<()>),
 }
 
@@ -71,11 +73,23 @@ impl AmqConsumer {
         let receiver = self.link.receiver(&self.queue).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (del_tx, del_rx) = mpsc::channel(self.prefetch as usize + 1);
-        tokio::spawn(run_link(receiver, self.prefetch, cmd_rx, del_tx));
+        let returner = Returner {
+            queue: self.queue.clone(),
+            forwarder: self.forwarder.clone(),
+        };
+        tokio::spawn(run_link(receiver, self.prefetch, cmd_rx, del_tx, returner));
         self.current = Some((cmd_tx, del_rx));
         Ok(())
     }
 }
+
+/// Returns a closing consumer's unsettled deliveries to their queue as counted attempts.
+struct Returner {
+    queue: String,
+    forwarder: Arc<AmqPublisher>,
+}
+
+type Unsettled = std::collections::HashMap<u32, (DeliveryInfo, coolmq_core::Message, u32)>;
 
 /// The task owning one receiver link.
 async fn run_link(
@@ -83,10 +97,11 @@ async fn run_link(
     prefetch: u32,
     mut commands: mpsc::Receiver<Command>,
     deliveries: mpsc::Sender<Result<Received>>,
+    returner: Returner,
 ) {
     let mut outstanding: u32 = 0;
-    // Unsettled deliveries by delivery id, so closing the link can count them as failed.
-    let mut unsettled: std::collections::HashMap<u32, DeliveryInfo> = Default::default();
+    // Unsettled deliveries by delivery id, so closing the link can return them counted.
+    let mut unsettled: Unsettled = Default::default();
     loop {
         let want = prefetch.saturating_sub(outstanding);
         if receiver.credit() < want && receiver.set_credit(want).await.is_err() {
@@ -113,14 +128,20 @@ async fn run_link(
                         break;
                     }
                 }
+                Some(Command::Return(info)) => {
+                    if let Some(entry) = unsettled.remove(&info.delivery_id()) {
+                        outstanding = outstanding.saturating_sub(1);
+                        return_one(&receiver, entry, &returner).await;
+                    }
+                }
                 Some(Command::Close(done)) => {
-                    fail_unsettled(&receiver, &mut unsettled).await;
+                    return_unsettled(&mut receiver, &mut unsettled, &returner).await;
                     let _ = receiver.close().await;
                     let _ = done.send(());
                     return;
                 }
                 None => {
-                    fail_unsettled(&receiver, &mut unsettled).await;
+                    return_unsettled(&mut receiver, &mut unsettled, &returner).await;
                     break;
                 }
             },
@@ -128,8 +149,8 @@ async fn run_link(
                 Ok(delivery) => {
                     outstanding += 1;
                     let info = DeliveryInfo::from(&delivery);
-                    unsettled.insert(info.delivery_id(), info.clone());
                     let (message, redeliveries) = from_amqp(delivery.into_message());
+                    unsettled.insert(info.delivery_id(), (info.clone(), message.clone(), redeliveries));
                     if deliveries.send(Ok((message, redeliveries, info))).await.is_err() {
                         break;
                     }
@@ -145,20 +166,49 @@ async fn run_link(
     let _ = receiver.close().await;
 }
 
-/// Return the consumer's unsettled deliveries as failed attempts: the broker redelivers them
-/// with the redelivered flag and an incremented count, as RabbitMQ does on channel close
-/// (a plain link close makes ActiveMQ return them uncounted).
-async fn fail_unsettled(
+/// Return a closing consumer's unsettled deliveries as counted attempts, the way RabbitMQ
+/// requeues on channel close. ActiveMQ returns deliveries of a detached link uncounted (Classic
+/// even after `Modified{delivery_failed}`), so coolmq republishes each with its attempt + 1,
+/// confirmed, then accepts the original — a crash in between duplicates, never loses. Credit
+/// is withdrawn first so nothing new arrives meanwhile.
+async fn return_unsettled(receiver: &mut Receiver, unsettled: &mut Unsettled, returner: &Returner) {
+    if unsettled.is_empty() {
+        return;
+    }
+    let _ = receiver.set_credit(0).await;
+    for (_, entry) in unsettled.drain() {
+        return_one(receiver, entry, returner).await;
+    }
+}
+
+async fn return_one(
     receiver: &Receiver,
-    unsettled: &mut std::collections::HashMap<u32, DeliveryInfo>,
+    (info, mut message, redeliveries): (DeliveryInfo, coolmq_core::Message, u32),
+    returner: &Returner,
 ) {
-    for (_, info) in unsettled.drain() {
-        let modified = Modified {
-            delivery_failed: Some(true),
-            undeliverable_here: None,
-            message_annotations: None,
-        };
-        let _ = receiver.modify(info, modified).await;
+    let next =
+        coolmq_core::dead_letter::attempt_of(&message.headers, redeliveries).saturating_add(1);
+    message.headers.insert(
+        coolmq_core::dead_letter::ATTEMPT_HEADER.to_string(),
+        coolmq_core::HeaderValue::I32(next.min(i32::MAX as u32) as i32),
+    );
+    let destination = Destination::queue(returner.queue.clone());
+    match returner
+        .forwarder
+        .publish(&destination, message, None)
+        .await
+    {
+        Ok(_) => {
+            let _ = receiver.accept(info).await;
+        }
+        Err(_) => {
+            let modified = Modified {
+                delivery_failed: Some(true),
+                undeliverable_here: None,
+                message_annotations: None,
+            };
+            let _ = receiver.modify(info, modified).await;
+        }
     }
 }
 
@@ -275,9 +325,7 @@ impl Acker for AmqAcker {
     fn release(mut self: Box<Self>) {
         if let Some(info) = self.info.take() {
             // Without awaiting: if the link is gone, the broker redelivers anyway.
-            let _ = self
-                .commands
-                .try_send(Command::Settle(info, Settle::Fail, None));
+            let _ = self.commands.try_send(Command::Return(info));
         }
     }
 
