@@ -19,6 +19,7 @@ use futures::stream::{self, StreamExt};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 type TestResult = Result<(), Failed>;
+type CaseFn = Box<dyn Fn(String) -> futures::future::BoxFuture<'static, TestResult> + Send + Sync>;
 
 fn url(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|u| !u.is_empty())
@@ -171,10 +172,7 @@ fn main() -> ExitCode {
         ("artemis", "COOLMQ_TEST_ARTEMIS_URL", "artemis"),
         ("activemq", "COOLMQ_TEST_ACTIVEMQ_URL", "classic"),
     ] {
-        let tests: [(
-            &str,
-            Box<dyn Fn(String) -> futures::future::BoxFuture<'static, TestResult> + Send + Sync>,
-        ); 2] = [
+        let tests: [(&str, CaseFn); 2] = [
             (
                 "credentials::wrong_password_is_authentication_failed",
                 Box::new(|u| Box::pin(wrong_credentials_are_typed(u))),
