@@ -163,6 +163,190 @@ async fn wrong_credentials_are_typed(url: String) -> TestResult {
     }
 }
 
+/// Build the Java JMS program once (Maven caches its dependencies) and return how to run it.
+fn jms_classpath() -> Result<String, Failed> {
+    static CP: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    CP.get_or_init(|| {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/jms");
+        let out = Command::new("mvn")
+            .args([
+                "-q",
+                "-B",
+                "compile",
+                "dependency:build-classpath",
+                "-Dmdep.outputFile=target/classpath.txt",
+            ])
+            .current_dir(dir)
+            .output()
+            .map_err(|e| format!("cannot run mvn: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "building the JMS program failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+        let deps = std::fs::read_to_string(format!("{dir}/target/classpath.txt"))
+            .map_err(|e| e.to_string())?;
+        Ok(format!("{dir}/target/classes:{}", deps.trim()))
+    })
+    .clone()
+    .map_err(Into::into)
+}
+
+/// Run the JMS program against the broker of `url` (a coolmq `amqp1://` URL).
+fn jms(mode: &str, url: &str, queue: &str) -> Result<serde_json::Value, Failed> {
+    let u = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let broker = format!(
+        "amqp://{}:{}",
+        u.host_str().unwrap_or("127.0.0.1"),
+        u.port().unwrap_or(5672)
+    );
+    let out = Command::new("java")
+        .args([
+            "-cp",
+            &jms_classpath()?,
+            "JmsInterop",
+            mode,
+            &broker,
+            u.username(),
+            u.password().unwrap_or(""),
+            queue,
+        ])
+        .output()
+        .map_err(|e| format!("cannot run java: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "JMS {mode} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).map_err(|e| format!("JMS output {text:?}: {e}").into())
+}
+
+fn expect<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> TestResult {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what}: got {got:?}, want {want:?}").into())
+    }
+}
+
+/// A JMS application (Qpid JMS) sends; coolmq maps JMS headers and properties.
+async fn jms_sends_coolmq_receives(url: String) -> TestResult {
+    use coolmq::HeaderValue as H;
+    let broker = coolmq::connect(&Config::from_url(url.clone())?).await?;
+    let queue = format!("coolmq.test.jms-in.{}", coolmq::new_message_id());
+    broker
+        .declare_queue(&broker.queue_spec(&queue).dead_letter_queue(None))
+        .await?;
+    let sent = jms("send", &url, &queue)?;
+    let mut c = broker.consumer(&queue).await?;
+    let d = tokio::time::timeout(Duration::from_secs(20), c.recv())
+        .await
+        .map_err(|_| "no message from JMS")??
+        .ok_or("consumer closed")?;
+    let m = d.message().clone();
+    d.ack().await?;
+    c.close().await?;
+    let _ = broker.delete_queue(&queue).await;
+    expect("id", Some(m.id.as_str()), sent["sent"].as_str())?;
+    expect("body", &m.body[..], &[0u8, 1, 2, 255][..])?;
+    expect(
+        "JMSCorrelationID",
+        m.correlation_id.as_deref(),
+        Some("corr-jms"),
+    )?;
+    expect("JMSType", m.kind.as_deref(), Some("JmsEvent"))?;
+    expect(
+        "JMSReplyTo",
+        m.reply_to
+            .as_deref()
+            .is_some_and(|r| r.contains("jms.replies")),
+        true,
+    )?;
+    expect("JMSPriority", m.priority, Some(6))?;
+    expect("persistent", m.persistent, true)?;
+    expect("ttl", m.ttl, Some(Duration::from_secs(600)))?;
+    let h = &m.headers;
+    expect("str", h.get("str"), Some(&H::from("hello")))?;
+    expect("int", h.get("int"), Some(&H::I32(42)))?;
+    expect("long", h.get("long"), Some(&H::I64(1 << 40)))?;
+    expect("flag", h.get("flag"), Some(&H::Bool(true)))?;
+    expect("dbl", h.get("dbl"), Some(&H::F64(2.5)))?;
+    expect("flt", h.get("flt"), Some(&H::F32(1.5)))?;
+    expect("shrt", h.get("shrt"), Some(&H::I16(7)))?;
+    expect("byt", h.get("byt"), Some(&H::I8(-3)))
+}
+
+/// coolmq sends; a JMS application reads a BytesMessage with JMS headers and typed properties.
+async fn coolmq_sends_jms_receives(url: String) -> TestResult {
+    let broker = coolmq::connect(&Config::from_url(url.clone())?).await?;
+    let queue = format!("coolmq.test.jms-out.{}", coolmq::new_message_id());
+    broker
+        .declare_queue(&broker.queue_spec(&queue).dead_letter_queue(None))
+        .await?;
+    let m = Message::new(vec![9u8, 8, 7])
+        .with_id("coolmq-1")
+        .with_correlation_id("corr-coolmq")
+        .with_kind("CoolEvent")
+        .with_priority(7)
+        .with_header("s", "text")
+        .with_header("i", 7i32)
+        .with_header("l", -(1i64 << 40))
+        .with_header("b", true)
+        .with_header("d", 0.25f64)
+        .with_header("f", 0.5f32)
+        .with_header("sh", 300i16)
+        .with_header("by", -1i8);
+    broker
+        .publisher()
+        .await?
+        .send(&Destination::queue(&queue), m)
+        .await?;
+    let j = jms("recv", &url, &queue)?;
+    let _ = broker.delete_queue(&queue).await;
+    expect("class", j["class"].as_str(), Some("JmsBytesMessage"))?;
+    expect("body", j["body"].clone(), serde_json::json!([9, 8, 7]))?;
+    expect(
+        "JMSMessageID",
+        j["id"].as_str().is_some_and(|id| id.ends_with("coolmq-1")),
+        true,
+    )?;
+    expect(
+        "JMSCorrelationID",
+        j["correlation_id"].as_str(),
+        Some("corr-coolmq"),
+    )?;
+    expect("JMSType", j["type"].as_str(), Some("CoolEvent"))?;
+    expect("JMSPriority", j["priority"].as_i64(), Some(7))?;
+    expect("persistent", j["persistent"].as_bool(), Some(true))?;
+    expect(
+        "JMSTimestamp set",
+        j["timestamp"].as_i64().is_some_and(|t| t > 0),
+        true,
+    )?;
+    let p = &j["properties"];
+    for (name, ty, value) in [
+        ("s", "String", "text"),
+        ("i", "Integer", "7"),
+        ("l", "Long", "-1099511627776"),
+        ("b", "Boolean", "true"),
+        ("d", "Double", "0.25"),
+        ("f", "Float", "0.5"),
+        ("sh", "Short", "300"),
+        ("by", "Byte", "-1"),
+    ] {
+        expect(
+            name,
+            (p[name]["type"].as_str(), p[name]["value"].as_str()),
+            (Some(ty), Some(value)),
+        )?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let mut args = Arguments::from_args();
     args.test_threads = Some(1);
@@ -172,7 +356,15 @@ fn main() -> ExitCode {
         ("artemis", "COOLMQ_TEST_ARTEMIS_URL", "artemis"),
         ("activemq", "COOLMQ_TEST_ACTIVEMQ_URL", "classic"),
     ] {
-        let tests: [(&str, CaseFn); 2] = [
+        let tests: [(&str, CaseFn); 4] = [
+            (
+                "jms::qpid_jms_sends_coolmq_receives",
+                Box::new(|u| Box::pin(jms_sends_coolmq_receives(u))),
+            ),
+            (
+                "jms::coolmq_sends_qpid_jms_receives",
+                Box::new(|u| Box::pin(coolmq_sends_jms_receives(u))),
+            ),
             (
                 "credentials::wrong_password_is_authentication_failed",
                 Box::new(|u| Box::pin(wrong_credentials_are_typed(u))),
