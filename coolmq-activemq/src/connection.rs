@@ -181,6 +181,17 @@ impl Link {
         .await
     }
 
+    /// Declare a transaction on its own control link.
+    pub async fn declare_transaction(&self) -> Result<fe2o3_amqp::transaction::OwnedTransaction> {
+        let name = self.link_name("txn");
+        self.with_session(async |s| {
+            fe2o3_amqp::transaction::OwnedTransaction::declare(s, name, None)
+                .await
+                .map_err(|e| map(e, "declare transaction"))
+        })
+        .await
+    }
+
     pub async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         if let Some(mut live) = self.live.lock().await.take() {

@@ -14,8 +14,11 @@
 //!   `x-opt-delivery-delay` and the attempt header, then accepts the original; the last
 //!   attempt goes to `DLQ.<queue>` with the failure metadata.
 //!
-//! Status: transactions, topics and queue statistics are not implemented yet (their
-//! capability flags are false, so the calls return `Unsupported`).
+//! - **Transactions** through the AMQP 1.0 coordinator: transactional sends, commit,
+//!   rollback, rollback on drop.
+//!
+//! Not implemented yet (capability flags false, calls return `Unsupported`): topics,
+//! transactional acks, length limits.
 #![deny(missing_docs)]
 
 mod config;
@@ -25,6 +28,7 @@ mod convert;
 mod error;
 mod management;
 mod publisher;
+mod transaction;
 
 use std::sync::Arc;
 
@@ -69,7 +73,7 @@ pub async fn connect(config: Config) -> Result<Broker> {
     let capabilities = Capabilities {
         confirms: true,
         unroutable_returns: false,
-        transactions: false,
+        transactions: true,
         transactional_ack: false,
         delayed_delivery: true,
         delivery_count: true,
@@ -126,11 +130,14 @@ impl Backend for ActiveMqBackend {
     }
 
     async fn publisher(&self) -> Result<Arc<dyn PublisherBackend>> {
-        Ok(Arc::new(PublisherHandle(Arc::new(AmqPublisher::new(
+        Ok(Arc::new(PublisherHandle(
+            Arc::new(AmqPublisher::new(
+                self.link.clone(),
+                self.config.publisher_window,
+                self.config.confirm_timeout,
+            )),
             self.link.clone(),
-            self.config.publisher_window,
-            self.config.confirm_timeout,
-        )))))
+        )))
     }
 
     async fn consumer(

@@ -129,7 +129,7 @@ impl AmqPublisher {
 }
 
 /// The `PublisherBackend` handed to applications.
-pub(crate) struct PublisherHandle(pub Arc<AmqPublisher>);
+pub(crate) struct PublisherHandle(pub Arc<AmqPublisher>, pub Arc<Link>);
 
 #[async_trait]
 impl PublisherBackend for PublisherHandle {
@@ -143,6 +143,8 @@ impl PublisherBackend for PublisherHandle {
     }
 
     async fn begin(&self) -> Result<Box<dyn TransactionBackend>> {
-        Err(Error::unsupported("transactions", "activemq"))
+        Ok(Box::new(
+            crate::transaction::AmqTransaction::begin(self.1.clone()).await?,
+        ))
     }
 }
