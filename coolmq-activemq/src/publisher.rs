@@ -1,10 +1,12 @@
-//! Sending: one sender link per queue address, `send_batchable` so many transfers are in flight
-//! (bounded by the publisher window), each resolving on its own outcome: `Accepted` is the
-//! confirm; `Rejected`, `Released`, `Modified` are typed errors that hand the message back. A
-//! failed link is dropped from the cache and reattached by the next send.
+//! Sending: one sender link per queue address, driven by its own task that performs the
+//! transfers in order (fe2o3's `send_batchable` needs `&mut Sender`) and hands each caller the
+//! future of its outcome, so many transfers are in flight (bounded by the publisher window)
+//! without callers contending for the link. `Accepted` is the confirm; `Rejected`, `Released`,
+//! `Modified` are typed errors that hand the message back. A failed link ends its task; the
+//! next send attaches a new one.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,17 +14,38 @@ use coolmq_core::{
     Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result, SendError,
     SendOptions, TransactionBackend,
 };
+use fe2o3_amqp::link::delivery::DeliveryFut;
 use fe2o3_amqp::types::messaging::Outcome;
 use fe2o3_amqp::Sender;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 
 use crate::connection::Link;
-use crate::convert::to_amqp;
+use crate::convert::{to_amqp, AmqpMessage};
 use crate::error::map;
+
+type Pending = DeliveryFut<std::result::Result<Outcome, fe2o3_amqp::link::SendError>>;
+type Transfer = (
+    AmqpMessage,
+    oneshot::Sender<std::result::Result<Pending, fe2o3_amqp::link::SendError>>,
+);
+
+/// The task owning one sender link: transfers in arrival order, outcomes awaited by callers.
+async fn run_sender(mut sender: Sender, mut transfers: mpsc::Receiver<Transfer>) {
+    while let Some((message, reply)) = transfers.recv().await {
+        let r = sender.send_batchable(message).await;
+        let failed = r.is_err();
+        let _ = reply.send(r);
+        if failed {
+            break;
+        }
+    }
+    let _ = sender.close().await;
+}
 
 pub(crate) struct AmqPublisher {
     link: Arc<Link>,
-    senders: Mutex<HashMap<String, Arc<Mutex<Sender>>>>,
+    senders: StdMutex<HashMap<String, mpsc::Sender<Transfer>>>,
+    attaching: Mutex<()>,
     window: Semaphore,
     confirm_timeout: Duration,
 }
@@ -31,24 +54,35 @@ impl AmqPublisher {
     pub fn new(link: Arc<Link>, window: usize, confirm_timeout: Duration) -> Self {
         AmqPublisher {
             link,
-            senders: Mutex::new(HashMap::new()),
+            senders: StdMutex::new(HashMap::new()),
+            attaching: Mutex::new(()),
             window: Semaphore::new(window),
             confirm_timeout,
         }
     }
 
-    async fn sender(&self, address: &str) -> Result<Arc<Mutex<Sender>>> {
-        let mut senders = self.senders.lock().await;
-        if let Some(s) = senders.get(address) {
-            return Ok(s.clone());
-        }
-        let s = Arc::new(Mutex::new(self.link.sender(address).await?));
-        senders.insert(address.to_string(), s.clone());
-        Ok(s)
+    fn cached(&self, address: &str) -> Option<mpsc::Sender<Transfer>> {
+        let senders = self.senders.lock().expect("lock");
+        senders.get(address).filter(|s| !s.is_closed()).cloned()
     }
 
-    async fn forget(&self, address: &str) {
-        self.senders.lock().await.remove(address);
+    /// The transfer queue of `address`'s sender link, attaching one (once) if needed.
+    async fn sender(&self, address: &str) -> Result<mpsc::Sender<Transfer>> {
+        if let Some(s) = self.cached(address) {
+            return Ok(s);
+        }
+        let _attaching = self.attaching.lock().await;
+        if let Some(s) = self.cached(address) {
+            return Ok(s);
+        }
+        let link = self.link.sender(address).await?;
+        let (tx, rx) = mpsc::channel(self.window.available_permits().max(1));
+        tokio::spawn(run_sender(link, rx));
+        self.senders
+            .lock()
+            .expect("lock")
+            .insert(address.to_string(), tx.clone());
+        Ok(tx)
     }
 
     pub async fn publish(
@@ -67,12 +101,17 @@ impl AmqPublisher {
             Ok(s) => s,
             Err(e) => return Err(SendError::new(e, message)),
         };
-        let pending = sender.lock().await.send_batchable(amqp).await;
-        let pending = match pending {
-            Ok(p) => p,
-            Err(e) => {
-                self.forget(address).await;
-                return Err(SendError::new(map(e, "transfer"), message));
+        let (reply, pending) = oneshot::channel();
+        if sender.send((amqp, reply)).await.is_err() {
+            let e = Error::new(ErrorKind::ConnectionLost, "the sender link closed; resend");
+            return Err(SendError::new(e, message));
+        }
+        let pending = match pending.await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Err(SendError::new(map(e, "transfer"), message)),
+            Err(_) => {
+                let e = Error::new(ErrorKind::ConnectionLost, "the sender link closed; resend");
+                return Err(SendError::new(e, message));
             }
         };
         let outcome = match tokio::time::timeout(self.confirm_timeout, pending).await {
@@ -83,10 +122,7 @@ impl AmqPublisher {
                     self.confirm_timeout
                 ),
             )),
-            Ok(Err(e)) => {
-                self.forget(address).await;
-                Err(map(e, "outcome").set_temporary(true))
-            }
+            Ok(Err(e)) => Err(map(e, "outcome").set_temporary(true)),
             Ok(Ok(Outcome::Accepted(_))) => Ok(()),
             Ok(Ok(Outcome::Rejected(r))) => {
                 let condition = r

@@ -6,8 +6,10 @@
 //!
 //! ```text
 //! cargo run --release -p coolmq-bench -- rabbit --url amqp://guest:guest@127.0.0.1:5672/%2f
+//! cargo run --release -p coolmq-bench -- activemq --url amqp1://coolmq:coolmq@127.0.0.1:5673
 //! ```
 
+mod activemq;
 mod rabbit;
 mod stats;
 
@@ -25,11 +27,14 @@ struct Cli {
 enum Backend {
     /// RabbitMQ: coolmq-rabbit vs raw lapin.
     Rabbit(rabbit::Args),
+    /// ActiveMQ (Artemis by default): coolmq-activemq vs raw fe2o3-amqp.
+    Activemq(activemq::Args),
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().backend {
         Backend::Rabbit(args) => rabbit::run(args).await,
+        Backend::Activemq(args) => activemq::run(args).await,
     }
 }

@@ -1,0 +1,246 @@
+//! ActiveMQ scenarios: coolmq-activemq vs raw fe2o3-amqp doing the same work on the same broker.
+
+use std::time::{Duration, Instant};
+
+use coolmq::{Config, Destination, Message, Publisher};
+use fe2o3_amqp::link::receiver::CreditMode;
+use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::types::messaging::{
+    message::Body, ApplicationProperties, Data, Header, MessageAnnotations, Outcome, Properties,
+};
+use fe2o3_amqp::types::primitives::{Binary, Timestamp, Value};
+use fe2o3_amqp::{Connection, Receiver, Sender, Session};
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::stats::{rate, report};
+
+type BoxError = Box<dyn std::error::Error>;
+type AmqpMessage = fe2o3_amqp::types::messaging::Message<Body<Value>>;
+
+/// Options of the ActiveMQ benchmark.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The broker (a coolmq `amqp1://` URL).
+    #[arg(
+        long,
+        env = "COOLMQ_TEST_ARTEMIS_URL",
+        default_value = "amqp1://coolmq:coolmq@127.0.0.1:5673"
+    )]
+    url: String,
+    /// Messages per repetition.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Transfers in flight awaiting their outcome.
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+    /// Receiver credit / prefetch.
+    #[arg(long, default_value_t = 200)]
+    prefetch: u16,
+    /// Repetitions of each side.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+}
+
+/// What raw fe2o3 sends: the same sections on the wire as coolmq's JMS-compatible message
+/// (durable header, message id, creation time, the JMS BytesMessage annotation, an
+/// application-properties section), so both sides make the broker do the same work.
+fn raw_message(i: usize, size: usize) -> AmqpMessage {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    AmqpMessage {
+        header: Some(Header {
+            durable: true,
+            ..Default::default()
+        }),
+        delivery_annotations: None,
+        message_annotations: Some(
+            MessageAnnotations::builder()
+                .insert("x-opt-jms-msg-type", Value::Byte(3))
+                .build(),
+        ),
+        properties: Some(Properties {
+            message_id: Some(format!("raw-{i}").into()),
+            creation_time: Some(Timestamp::from_milliseconds(now)),
+            ..Default::default()
+        }),
+        application_properties: Some(ApplicationProperties::default()),
+        body: Body::from(Data(Binary::from(vec![b'x'; size]))),
+        footer: None,
+    }
+}
+
+async fn raw_send(
+    sender: &mut Sender,
+    n: usize,
+    size: usize,
+    window: usize,
+) -> Result<Duration, BoxError> {
+    let start = Instant::now();
+    let mut inflight = FuturesUnordered::new();
+    for i in 0..n {
+        while inflight.len() >= window {
+            check(inflight.next().await.expect("non-empty"))?;
+        }
+        inflight.push(sender.send_batchable(raw_message(i, size)).await?);
+    }
+    while let Some(o) = inflight.next().await {
+        check(o)?;
+    }
+    Ok(start.elapsed())
+}
+
+fn check(o: Result<Outcome, fe2o3_amqp::link::SendError>) -> Result<(), BoxError> {
+    match o? {
+        Outcome::Accepted(_) => Ok(()),
+        other => Err(format!("unexpected outcome {other:?}").into()),
+    }
+}
+
+async fn coolmq_send(
+    p: &Publisher,
+    queue: &str,
+    n: usize,
+    size: usize,
+    window: usize,
+) -> Result<Duration, BoxError> {
+    let dest = Destination::queue(queue);
+    let start = Instant::now();
+    let failures = futures::stream::iter(0..n)
+        .map(|i| {
+            let dest = &dest;
+            async move {
+                p.send(
+                    dest,
+                    Message::new(vec![b'x'; size]).with_id(format!("c-{i}")),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(window)
+        .filter(|r| futures::future::ready(r.is_err()))
+        .count()
+        .await;
+    if failures > 0 {
+        return Err(format!("{failures} coolmq sends failed").into());
+    }
+    Ok(start.elapsed())
+}
+
+/// Run both scenarios and print their ratio lines.
+pub async fn run(args: Args) -> Result<(), BoxError> {
+    let mut config = Config::from_url(args.url.clone())?;
+    config.publisher_window = args.window;
+    let broker = coolmq::connect(&config).await?;
+    let options = coolmq::activemq::ActiveMqOptions::from_url(&args.url)?;
+    let (user, password) = options.credentials.clone().unwrap_or_default();
+    let mut connection = Connection::builder()
+        .container_id("coolmq-bench-raw")
+        .sasl_profile(SaslProfile::Plain {
+            username: user,
+            password,
+        })
+        .open(options.amqp_url.as_str())
+        .await?;
+    let mut session = Session::begin(&mut connection).await?;
+    println!(
+        "# ActiveMQ at {}: {} B durable messages, window {}, credit {}, {} reps each side, alternated in blocks",
+        broker.endpoint(),
+        args.size,
+        args.window,
+        args.prefetch,
+        args.reps
+    );
+    const BLOCK: usize = 2_000;
+    let blocks = args.messages.div_ceil(BLOCK);
+    let n = blocks * BLOCK;
+    let id = std::process::id();
+    let (raw_q, cool_q) = (
+        format!("coolmq.bench.{id}.raw"),
+        format!("coolmq.bench.{id}.coolmq"),
+    );
+    broker
+        .declare_queue(&broker.queue_spec(&raw_q).dead_letter_queue(None))
+        .await?;
+    broker
+        .declare_queue(&broker.queue_spec(&cool_q).dead_letter_queue(None))
+        .await?;
+    let mut sender = Sender::attach(&mut session, "bench-raw-sender", raw_q.clone()).await?;
+    let publisher = broker.publisher().await?;
+    // Warm-up, untimed.
+    raw_send(&mut sender, 500, args.size, args.window).await?;
+    coolmq_send(&publisher, &cool_q, 500, args.size, args.window).await?;
+
+    let (mut raw, mut cool) = (Vec::new(), Vec::new());
+    for _ in 0..args.reps {
+        let (mut raw_t, mut cool_t) = (Duration::ZERO, Duration::ZERO);
+        for block in 0..blocks {
+            if block % 2 == 0 {
+                raw_t += raw_send(&mut sender, BLOCK, args.size, args.window).await?;
+                cool_t += coolmq_send(&publisher, &cool_q, BLOCK, args.size, args.window).await?;
+            } else {
+                cool_t += coolmq_send(&publisher, &cool_q, BLOCK, args.size, args.window).await?;
+                raw_t += raw_send(&mut sender, BLOCK, args.size, args.window).await?;
+            }
+        }
+        raw.push(rate(n, raw_t));
+        cool.push(rate(n, cool_t));
+    }
+    report("activemq", "send-pipelined", n, &raw, &cool);
+
+    // Both queues now hold the same number of messages: consume them all, alternating blocks.
+    let total = (args.reps * n) + 500;
+    let mut receiver = Receiver::builder()
+        .name("bench-raw-receiver")
+        .source(raw_q.clone())
+        .credit_mode(CreditMode::Auto(u32::from(args.prefetch)))
+        .attach(&mut session)
+        .await?;
+    let mut consumer = broker
+        .consumer_with_prefetch(&cool_q, args.prefetch)
+        .await?;
+    let per_rep = total / args.reps;
+    let (mut raw, mut cool) = (Vec::new(), Vec::new());
+    for rep in 0..args.reps {
+        let (mut raw_t, mut cool_t) = (Duration::ZERO, Duration::ZERO);
+        let mut left = per_rep;
+        let mut block = rep;
+        while left > 0 {
+            let k = left.min(BLOCK);
+            for side in [block % 2, 1 - block % 2] {
+                let start = Instant::now();
+                if side == 0 {
+                    for _ in 0..k {
+                        let d = receiver.recv::<Body<Value>>().await?;
+                        receiver.accept(&d).await?;
+                    }
+                    raw_t += start.elapsed();
+                } else {
+                    for _ in 0..k {
+                        let d = consumer.recv().await?.ok_or("consumer ended")?;
+                        d.ack().await?;
+                    }
+                    cool_t += start.elapsed();
+                }
+            }
+            left -= k;
+            block += 1;
+        }
+        raw.push(rate(per_rep, raw_t));
+        cool.push(rate(per_rep, cool_t));
+    }
+    report("activemq", "receive-accept", per_rep, &raw, &cool);
+    consumer.close().await?;
+    receiver.close().await?;
+    sender.close().await?;
+    session.end().await?;
+    connection.close().await?;
+    let _ = broker.delete_queue(&raw_q).await;
+    let _ = broker.delete_queue(&cool_q).await;
+    broker.close().await?;
+    Ok(())
+}
