@@ -307,19 +307,11 @@ impl Acker for AmqAcker {
         replacement: Message,
         options: &SendOptions,
     ) -> Result<()> {
-        // Confirmed (Accepted) first, then accept the original: a crash in between duplicates,
-        // never loses.
-        match self
+        let published = self
             .forwarder
             .publish(destination, replacement, options.delay)
-            .await
-        {
-            Ok(_) => self.ack().await,
-            Err(e) => {
-                let _ = self.requeue().await;
-                Err(e.into())
-            }
-        }
+            .await;
+        coolmq_core::ack_after_forward(self, published).await
     }
 
     fn release(mut self: Box<Self>) {

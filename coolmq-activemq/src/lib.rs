@@ -145,12 +145,7 @@ impl Backend for ActiveMqBackend {
         queue: &str,
         options: &ConsumerOptions,
     ) -> Result<Box<dyn ConsumerBackend>> {
-        let context = Arc::new(DeliveryContext {
-            queue: queue.to_string(),
-            dead_letter_queue: options.dead_letter_queue.clone(),
-            capabilities: self.info.capabilities,
-            backend: self.info.name,
-        });
+        let context = Arc::new(DeliveryContext::new(&self.info, queue, options));
         let consumer = AmqConsumer::open(
             self.link.clone(),
             self.forwarder.clone(),

@@ -38,6 +38,36 @@ pub struct DeliveryContext {
     pub backend: &'static str,
 }
 
+impl DeliveryContext {
+    /// The context of a consumer of `queue` on the backend described by `info`.
+    pub fn new(info: &crate::BackendInfo, queue: &str, options: &crate::ConsumerOptions) -> Self {
+        DeliveryContext {
+            queue: queue.to_string(),
+            dead_letter_queue: options.dead_letter_queue.clone(),
+            capabilities: info.capabilities,
+            backend: info.name,
+        }
+    }
+}
+
+/// Finish an [`Acker::forward`] whose replacement was sent with confirm-then-ack semantics:
+/// confirmed → acknowledge the original; not confirmed → requeue the original and report the
+/// error. A crash between the two duplicates the message; nothing is ever lost.
+pub async fn ack_after_forward(
+    acker: Box<dyn Acker>,
+    published: std::result::Result<crate::Receipt, crate::SendError>,
+) -> Result<()> {
+    match published {
+        Ok(_) => acker.ack().await,
+        Err(e) => {
+            if let Err(requeue) = acker.requeue().await {
+                tracing::warn!(error = %requeue, "requeue after a failed forward failed; the broker redelivers");
+            }
+            Err(e.into())
+        }
+    }
+}
+
 /// A message received from a queue, to be settled exactly once.
 #[must_use = "a delivery must be acked or nacked; dropping it requeues it"]
 pub struct Delivery {

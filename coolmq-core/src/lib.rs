@@ -41,7 +41,7 @@ pub use config::{
 };
 pub use consumer::{Consumer, ConsumerOptions, DEFAULT_PREFETCH};
 pub use dead_letter::{DeadLetterEvent, DeadLetterObserver, LogObserver};
-pub use delivery::{Delivery, DeliveryContext, Nack};
+pub use delivery::{ack_after_forward, Delivery, DeliveryContext, Nack};
 pub use driver::{connect_with, ConnectFn, Driver};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use headers::{HeaderValue, Headers};

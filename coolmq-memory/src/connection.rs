@@ -98,12 +98,7 @@ impl Backend for MemoryConnection {
         let id = self
             .engine
             .add_consumer(queue, self.id, options.prefetch.into())?;
-        let context = Arc::new(DeliveryContext {
-            queue: queue.to_string(),
-            dead_letter_queue: options.dead_letter_queue.clone(),
-            capabilities: self.info.capabilities,
-            backend: self.info.name,
-        });
+        let context = Arc::new(DeliveryContext::new(&self.info, queue, options));
         Ok(Box::new(MemoryConsumer::new(
             self.engine.clone(),
             id,

@@ -222,18 +222,11 @@ impl Acker for RabbitAcker {
         replacement: Message,
         options: &SendOptions,
     ) -> Result<()> {
-        // Confirm the replacement first, then ack: a crash in between duplicates, never loses.
-        match self
+        let published = self
             .forwarder
             .publish(destination, replacement, options.delay)
-            .await
-        {
-            Ok(_) => self.ack().await,
-            Err(e) => {
-                let _ = self.requeue().await;
-                Err(e.into())
-            }
-        }
+            .await;
+        coolmq_core::ack_after_forward(self, published).await
     }
 
     fn release(self: Box<Self>) {
