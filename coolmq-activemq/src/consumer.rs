@@ -29,8 +29,13 @@ enum Settle {
     Fail,
 }
 
+pub(crate) type SharedTxn =
+    Arc<tokio::sync::Mutex<Option<fe2o3_amqp::transaction::OwnedTransaction>>>;
+
 enum Command {
     Settle(DeliveryInfo, Settle, Option<oneshot::Sender<Result<()>>>),
+    /// Accept the delivery as part of a transaction (settled when the transaction commits).
+    TxAccept(DeliveryInfo, SharedTxn, oneshot::Sender<Result<()>>),
     /// An unsettled delivery was dropped: return it to the queue as a counted attempt.
     Return(DeliveryInfo),
     Close(oneshot::Sender<()>),
@@ -127,6 +132,23 @@ async fn run_link(
                     if failed {
                         break;
                     }
+                }
+                Some(Command::TxAccept(info, txn, reply)) => {
+                    use fe2o3_amqp::transaction::TransactionRetirement;
+                    let guard = txn.lock().await;
+                    let r = match guard.as_ref() {
+                        Some(t) => t
+                            .accept(&mut receiver, info.clone())
+                            .await
+                            .map_err(|e| crate::error::map(e, "transactional accept")),
+                        None => Err(Error::new(ErrorKind::TransactionRolledBack, "the transaction is over")),
+                    };
+                    drop(guard);
+                    if r.is_ok() {
+                        unsettled.remove(&info.delivery_id());
+                        outstanding = outstanding.saturating_sub(1);
+                    }
+                    let _ = reply.send(r);
                 }
                 Some(Command::Return(info)) => {
                     if let Some(entry) = unsettled.remove(&info.delivery_id()) {
@@ -280,6 +302,17 @@ pub(crate) struct AmqAcker {
 }
 
 impl AmqAcker {
+    /// Accept within `txn`: the link task retires the delivery transactionally.
+    pub(crate) async fn accept_in(mut self: Box<Self>, txn: SharedTxn) -> Result<()> {
+        let info = self.info.take().expect("unsettled");
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::TxAccept(info, txn, tx))
+            .await
+            .map_err(|_| stale())?;
+        rx.await.map_err(|_| stale())?
+    }
+
     async fn settle(mut self: Box<Self>, how: Settle) -> Result<()> {
         let info = self.info.take().expect("unsettled");
         let (tx, rx) = oneshot::channel();

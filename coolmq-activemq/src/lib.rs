@@ -17,8 +17,11 @@
 //! - **Transactions** through the AMQP 1.0 coordinator: transactional sends, commit,
 //!   rollback, rollback on drop.
 //!
-//! Not implemented yet (capability flags false, calls return `Unsupported`): topics,
-//! transactional acks, length limits.
+//! - **Transactional acks**: `Transaction::ack` retires the delivery with a transactional
+//!   `Accepted` on its receiver link.
+//!
+//! Not implemented yet (capability flags false, calls return `Unsupported`): topics, length
+//! limits.
 #![deny(missing_docs)]
 
 mod config;
@@ -74,7 +77,7 @@ pub async fn connect(config: Config) -> Result<Broker> {
         confirms: true,
         unroutable_returns: false,
         transactions: true,
-        transactional_ack: false,
+        transactional_ack: true,
         delayed_delivery: true,
         delivery_count: true,
         dead_letter: true,

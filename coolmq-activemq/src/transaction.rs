@@ -9,17 +9,19 @@ use async_trait::async_trait;
 use coolmq_core::{
     Delivery, Destination, Error, ErrorKind, Message, Result, SendError, TransactionBackend,
 };
-use fe2o3_amqp::transaction::{OwnedTransaction, TransactionDischarge, TransactionPosting};
+use fe2o3_amqp::transaction::{TransactionDischarge, TransactionPosting};
 use fe2o3_amqp::types::messaging::Outcome;
 use fe2o3_amqp::Sender;
 
 use crate::connection::Link;
+use crate::consumer::{AmqAcker, SharedTxn};
 use crate::convert::to_amqp;
 use crate::error::map;
 
 pub(crate) struct AmqTransaction {
     link: Arc<Link>,
-    txn: Option<OwnedTransaction>,
+    /// Shared with consumers' link tasks, which retire deliveries transactionally.
+    txn: SharedTxn,
     senders: HashMap<String, Sender>,
 }
 
@@ -28,7 +30,7 @@ impl AmqTransaction {
         let txn = link.declare_transaction().await?;
         Ok(AmqTransaction {
             link,
-            txn: Some(txn),
+            txn: Arc::new(tokio::sync::Mutex::new(Some(txn))),
             senders: HashMap::new(),
         })
     }
@@ -57,7 +59,8 @@ impl TransactionBackend for AmqTransaction {
             Err(e) => return Err(SendError::new(e, message)),
         };
         let sender = self.senders.get_mut(&address).expect("attached");
-        let txn = self.txn.as_ref().expect("open until discharged");
+        let guard = self.txn.lock().await;
+        let txn = guard.as_ref().expect("open until discharged");
         match txn.post(sender, amqp).await {
             Ok(Outcome::Accepted(_)) => Ok(()),
             Ok(other) => Err(SendError::new(
@@ -71,12 +74,18 @@ impl TransactionBackend for AmqTransaction {
         }
     }
 
-    async fn ack(&mut self, _delivery: Delivery) -> Result<()> {
-        Err(Error::unsupported("transactional ack", "activemq"))
+    async fn ack(&mut self, delivery: Delivery) -> Result<()> {
+        match delivery.into_acker().into_any().downcast::<AmqAcker>() {
+            Ok(acker) => acker.accept_in(self.txn.clone()).await,
+            Err(_) => Err(Error::new(
+                ErrorKind::Unsupported,
+                "an ActiveMQ transaction can only acknowledge ActiveMQ deliveries",
+            )),
+        }
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        let txn = self.txn.take().expect("open");
+        let txn = self.txn.lock().await.take().expect("open");
         let r = txn.commit().await.map_err(|e| {
             Error::new(
                 ErrorKind::TransactionRolledBack,
@@ -89,7 +98,7 @@ impl TransactionBackend for AmqTransaction {
     }
 
     async fn rollback(mut self: Box<Self>) -> Result<()> {
-        let txn = self.txn.take().expect("open");
+        let txn = self.txn.lock().await.take().expect("open");
         let r = txn.rollback().await.map_err(|e| map(e, "rollback"));
         self.close_senders().await;
         r
@@ -97,11 +106,11 @@ impl TransactionBackend for AmqTransaction {
 
     fn abandon(mut self: Box<Self>) {
         // fe2o3 rolls an undischarged transaction back on drop; closing the links is cleanup.
-        let txn = self.txn.take();
+        let txn = self.txn.clone();
         let senders: Vec<Sender> = self.senders.drain().map(|(_, s)| s).collect();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Some(txn) = txn {
+                if let Some(txn) = txn.lock().await.take() {
                     let _ = txn.rollback().await;
                 }
                 for s in senders {

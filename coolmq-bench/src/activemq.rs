@@ -7,8 +7,9 @@ use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::types::messaging::{
     message::Body, ApplicationProperties, Data, Header, MessageAnnotations, Outcome, Properties,
+    Target,
 };
-use fe2o3_amqp::types::primitives::{Binary, Timestamp, Value};
+use fe2o3_amqp::types::primitives::{Binary, Symbol, Timestamp, Value};
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -169,7 +170,16 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     broker
         .declare_queue(&broker.queue_spec(&cool_q).dead_letter_queue(None))
         .await?;
-    let mut sender = Sender::attach(&mut session, "bench-raw-sender", raw_q.clone()).await?;
+    // The same target as coolmq's (an anycast queue by capability).
+    let target = Target::builder()
+        .address(raw_q.clone())
+        .capabilities(vec![Symbol::from("queue")])
+        .build();
+    let mut sender = Sender::builder()
+        .name("bench-raw-sender")
+        .target(target)
+        .attach(&mut session)
+        .await?;
     let publisher = broker.publisher().await?;
     // Warm-up, untimed.
     raw_send(&mut sender, 500, args.size, args.window).await?;
