@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use coolmq_core::{
     Acker, ConsumerBackend, Delivery, DeliveryContext, Destination, Error, ErrorKind, Message,
-    Result, SendOptions,
+    Result, SendOptions, TransactionBackend,
 };
 use fe2o3_amqp::link::delivery::DeliveryInfo;
 use fe2o3_amqp::types::messaging::{message::Body, Modified};
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::connection::Link;
 use crate::convert::from_amqp;
 use crate::publisher::AmqPublisher;
+use crate::transaction::AmqTransaction;
 
 /// How a delivery is settled on the link.
 enum Settle {
@@ -340,11 +341,35 @@ impl Acker for AmqAcker {
         replacement: Message,
         options: &SendOptions,
     ) -> Result<()> {
-        let published = self
-            .forwarder
-            .publish(destination, replacement, options.delay)
-            .await;
-        coolmq_core::ack_after_forward(self, published).await
+        // Atomically where the broker allows: the replacement (delayed retry or dead letter)
+        // and the acceptance of the original commit together, so neither a duplicate nor a
+        // loss can result. Without a transaction: confirm first, then accept.
+        let mut tx = match AmqTransaction::begin(self.forwarder.link().clone()).await {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::debug!(error = %e, "no transaction for the forward; confirming, then accepting");
+                let published = self
+                    .forwarder
+                    .publish(destination, replacement, options.delay)
+                    .await;
+                return coolmq_core::ack_after_forward(self, published).await;
+            }
+        };
+        if let Err(e) = tx
+            .send_delayed(destination, replacement, options.delay)
+            .await
+        {
+            TransactionBackend::abandon(Box::new(tx));
+            if let Err(requeue) = self.requeue().await {
+                tracing::warn!(error = %requeue, "requeue after a failed forward failed; the broker redelivers");
+            }
+            return Err(e.into());
+        }
+        if let Err(e) = self.accept_in(tx.shared()).await {
+            TransactionBackend::abandon(Box::new(tx));
+            return Err(e);
+        }
+        TransactionBackend::commit(Box::new(tx)).await
     }
 
     fn release(mut self: Box<Self>) {

@@ -61,6 +61,11 @@ impl AmqPublisher {
         }
     }
 
+    /// The connection this publisher sends on.
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
+    }
+
     fn cached(&self, address: &str) -> Option<mpsc::Sender<Transfer>> {
         let senders = self.senders.lock().expect("lock");
         senders.get(address).filter(|s| !s.is_closed()).cloned()

@@ -42,9 +42,19 @@ impl AmqTransaction {
     }
 }
 
-#[async_trait]
-impl TransactionBackend for AmqTransaction {
-    async fn send(&mut self, destination: &Destination, message: Message) -> Result<(), SendError> {
+impl AmqTransaction {
+    /// The transaction handle consumers' link tasks retire deliveries with.
+    pub(crate) fn shared(&self) -> SharedTxn {
+        self.txn.clone()
+    }
+
+    /// A transactional send, delayed on the broker by `delay` if given.
+    pub(crate) async fn send_delayed(
+        &mut self,
+        destination: &Destination,
+        message: Message,
+        delay: Option<std::time::Duration>,
+    ) -> Result<(), SendError> {
         let address = destination.name().to_string();
         if !self.senders.contains_key(&address) {
             match self.link.sender(&address).await {
@@ -54,7 +64,7 @@ impl TransactionBackend for AmqTransaction {
                 Err(e) => return Err(SendError::new(e, message)),
             }
         }
-        let amqp = match to_amqp(&message, None) {
+        let amqp = match to_amqp(&message, delay) {
             Ok(a) => a,
             Err(e) => return Err(SendError::new(e, message)),
         };
@@ -72,6 +82,13 @@ impl TransactionBackend for AmqTransaction {
             )),
             Err(e) => Err(SendError::new(map(e, "transactional send"), message)),
         }
+    }
+}
+
+#[async_trait]
+impl TransactionBackend for AmqTransaction {
+    async fn send(&mut self, destination: &Destination, message: Message) -> Result<(), SendError> {
+        self.send_delayed(destination, message, None).await
     }
 
     async fn ack(&mut self, delivery: Delivery) -> Result<()> {
