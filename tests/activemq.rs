@@ -8,7 +8,6 @@
 //! Trials run one at a time (a restart disturbs everything on that broker). Without the URLs
 //! they are listed as ignored with the reason, never silently absent.
 
-use std::collections::HashSet;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +16,8 @@ use std::time::{Duration, Instant};
 use coolmq::{Config, Destination, ErrorKind, Message};
 use futures::stream::{self, StreamExt};
 use libtest_mimic::{Arguments, Failed, Trial};
+
+mod support;
 
 type TestResult = Result<(), Failed>;
 type CaseFn = Box<dyn Fn(String) -> futures::future::BoxFuture<'static, TestResult> + Send + Sync>;
@@ -96,40 +97,18 @@ async fn restart_loses_nothing(url: String, which: &'static str) -> TestResult {
         .map(|e| e.into_message())
         .collect();
     let errors = failed.len();
-    let mut resent = 0;
-    for mut m in failed {
-        let mut tries = 0;
-        loop {
-            match publisher.send(&dest, m).await {
-                Ok(_) => break,
-                Err(e) if tries < 100 => {
-                    tries += 1;
-                    m = e.into_message();
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(format!("resend kept failing: {e}").into()),
-            }
-        }
-        resent += 1;
-    }
-    let mut consumer = broker.consumer_with_prefetch(&queue, 500).await?;
-    let mut seen = HashSet::new();
-    let mut received = 0usize;
-    while let Ok(Ok(Some(d))) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await
-    {
-        received += 1;
-        seen.insert(d.message().id.clone());
-        d.ack().await?;
-    }
-    consumer.close().await?;
+    let resent =
+        support::resend_until_confirmed(&publisher, &dest, failed, 100, Duration::from_millis(200))
+            .await?;
+    let ids = (0..N).map(|i| format!("restart-{i}"));
+    let tally = support::drain_and_tally(&broker, &queue, ids, Duration::from_secs(5)).await?;
     let _ = broker.delete_queue(&queue).await;
-    let lost = (0..N)
-        .filter(|i| !seen.contains(&format!("restart-{i}")))
-        .count();
+    let lost = tally.lost;
     println!(
-        "{which} restart test: sent={N} errors={errors} resent={resent} lost={lost} duplicates={} \
+        "{which} restart test: sent={N} errors={errors} resent={resent} received={} lost={lost} duplicates={} \
          hangs={hangs} restart_at_send={restarted_at} run={:?}",
-        received - seen.len(),
+        tally.received,
+        tally.duplicates,
         finished - start
     );
     // The broker is down for seconds while sends go out every millisecond: a real restart

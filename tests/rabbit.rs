@@ -7,7 +7,7 @@
 //! Trials run one at a time (the fault test closes every connection on the broker). Without
 //! the URL they are listed as ignored with the reason, never silently absent.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use coolmq::{Config, Destination, HeaderValue, Message};
 use futures::stream::{self, StreamExt};
 use libtest_mimic::{Arguments, Failed, Trial};
+
+mod support;
 
 type TestResult = Result<(), Failed>;
 
@@ -122,44 +124,18 @@ async fn fault_close_all_connections() -> TestResult {
     }
     let error_count = errors.len();
 
-    // Resend what failed, with the same ids, until the broker confirms each.
-    let mut resent = 0;
-    for m in errors {
-        let mut m = m;
-        let mut tries = 0;
-        loop {
-            match publisher.send(&dest, m).await {
-                Ok(_) => break,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    m = e.into_message();
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(format!("resend kept failing: {e}").into()),
-            }
-        }
-        resent += 1;
-    }
-
-    // Count what the queue holds.
-    let mut consumer = broker.consumer_with_prefetch(&queue, 500).await?;
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut received = 0usize;
-    while let Ok(Ok(Some(d))) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await
-    {
-        received += 1;
-        seen.insert(d.message().id.clone());
-        d.ack().await?;
-    }
-    consumer.close().await?;
+    // Resend what failed, with the same ids, until the broker confirms each; then count.
+    let resent =
+        support::resend_until_confirmed(&publisher, &dest, errors, 50, Duration::from_millis(100))
+            .await?;
+    let ids = (0..N).map(|i| format!("fault-{i}"));
+    let tally = support::drain_and_tally(&broker, &queue, ids, Duration::from_secs(3)).await?;
     broker.delete_queue(&queue).await?;
-    let lost = (0..N)
-        .filter(|i| !seen.contains(&format!("fault-{i}")))
-        .count();
-    let duplicates = received - seen.len();
+    let (lost, duplicates) = (tally.lost, tally.duplicates);
     println!(
-        "rabbit fault test: sent={N} errors={error_count} {kinds:?} resent={resent} lost={lost} \
-         duplicates={duplicates} hangs={hangs} kills_at_sends={:?} run={:?}",
+        "rabbit fault test: sent={N} errors={error_count} {kinds:?} resent={resent} received={} \
+         lost={lost} duplicates={duplicates} hangs={hangs} kills_at_sends={:?} run={:?}",
+        tally.received,
         kills.iter().map(|k| k.1).collect::<Vec<_>>(),
         finished - start
     );
