@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coolmq::{Config, Destination, ErrorKind, Message};
-use futures::stream::{self, StreamExt};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 mod support;
@@ -71,31 +70,22 @@ async fn restart_loses_nothing(url: String, which: &'static str) -> TestResult {
     };
     let start = Instant::now();
     let dest = Destination::queue(&queue);
-    let results: Vec<_> = stream::iter(0..N)
-        .map(|i| {
-            let (p, dest, done) = (publisher.clone(), dest.clone(), done.clone());
-            async move {
-                tokio::time::sleep_until((start + Duration::from_millis(i as u64)).into()).await;
-                let m = Message::new(vec![b'r'; 512]).with_id(format!("restart-{i}"));
-                let r = tokio::time::timeout(Duration::from_secs(30), p.send(&dest, m)).await;
-                done.fetch_add(1, Ordering::SeqCst);
-                r
-            }
-        })
-        .buffer_unordered(256)
-        .collect()
-        .await;
-    let finished = Instant::now();
+    let run = support::paced_sends(
+        &publisher,
+        &dest,
+        N,
+        Duration::from_millis(1),
+        512,
+        "restart",
+        done.clone(),
+    )
+    .await;
+    let finished = run.finished;
     let (restarted_at, restart_done, restart) =
         restarter.await.map_err(|e| format!("restarter: {e}"))?;
     restart?;
-    let hangs = results.iter().filter(|r| r.is_err()).count();
-    let failed: Vec<Message> = results
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.err())
-        .map(|e| e.into_message())
-        .collect();
+    let hangs = run.hangs;
+    let failed = run.failed;
     let errors = failed.len();
     let resent =
         support::resend_until_confirmed(&publisher, &dest, failed, 100, Duration::from_millis(200))

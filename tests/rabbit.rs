@@ -7,14 +7,12 @@
 //! Trials run one at a time (the fault test closes every connection on the broker). Without
 //! the URL they are listed as ignored with the reason, never silently absent.
 
-use std::collections::HashMap;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coolmq::{Config, Destination, HeaderValue, Message};
-use futures::stream::{self, StreamExt};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 mod support;
@@ -93,35 +91,23 @@ async fn fault_close_all_connections() -> TestResult {
     // Paced at ~2,000 sends/s so both faults land while sends are in flight.
     let start = Instant::now();
     let dest = Destination::queue(&queue);
-    let results: Vec<_> = stream::iter(0..N)
-        .map(|i| {
-            let (p, dest, done) = (publisher.clone(), dest.clone(), done.clone());
-            async move {
-                let due = start + Duration::from_micros(500 * i as u64);
-                tokio::time::sleep_until(due.into()).await;
-                let m = Message::new(vec![b'x'; 1024]).with_id(format!("fault-{i}"));
-                let r = tokio::time::timeout(Duration::from_secs(30), p.send(&dest, m)).await;
-                done.fetch_add(1, Ordering::SeqCst);
-                r
-            }
-        })
-        .buffer_unordered(256)
-        .collect()
-        .await;
-    let finished = Instant::now();
+    let run = support::paced_sends(
+        &publisher,
+        &dest,
+        N,
+        Duration::from_micros(500),
+        1024,
+        "fault",
+        done.clone(),
+    )
+    .await;
+    let finished = run.finished;
     let kills = killer.await.map_err(|e| format!("killer: {e}"))?;
     for (_, _, r) in &kills {
         r.as_ref().map_err(|e| format!("rabbitmqctl: {e:?}"))?;
     }
-    let hangs = results.iter().filter(|r| r.is_err()).count();
-    let mut errors: Vec<Message> = Vec::new();
-    let mut kinds: HashMap<String, usize> = HashMap::new();
-    for r in results.into_iter().flatten() {
-        if let Err(e) = r {
-            *kinds.entry(e.kind().to_string()).or_default() += 1;
-            errors.push(e.into_message());
-        }
-    }
+    let (hangs, kinds) = (run.hangs, run.kinds);
+    let errors = run.failed;
     let error_count = errors.len();
 
     // Resend what failed, with the same ids, until the broker confirms each; then count.

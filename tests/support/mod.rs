@@ -1,10 +1,72 @@
 //! What the reliability tests measure, shared: resend what failed until the broker confirms it,
 //! then count which of the expected ids are in the queue.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use coolmq::{Broker, Destination, Message, Publisher};
+use futures::stream::{self, StreamExt};
+
+/// What a run of paced sends did while a fault was injected.
+pub struct SendRun {
+    /// Sends that did not resolve within 30 s.
+    pub hangs: usize,
+    /// Messages whose send failed, handed back for resending.
+    pub failed: Vec<Message>,
+    /// Failures by error kind.
+    pub kinds: HashMap<String, usize>,
+    /// When the last send resolved.
+    pub finished: Instant,
+}
+
+/// Send `n` messages of `size` bytes with ids `<prefix>-<i>`, one every `interval` (256 in
+/// flight), counting completed sends in `done` so a fault can be timed against progress.
+pub async fn paced_sends(
+    publisher: &Publisher,
+    destination: &Destination,
+    n: usize,
+    interval: Duration,
+    size: usize,
+    prefix: &str,
+    done: Arc<AtomicUsize>,
+) -> SendRun {
+    let start = Instant::now();
+    let results: Vec<_> = stream::iter(0..n)
+        .map(|i| {
+            let done = done.clone();
+            let m = Message::new(vec![b'x'; size]).with_id(format!("{prefix}-{i}"));
+            async move {
+                tokio::time::sleep_until((start + interval * i as u32).into()).await;
+                let r =
+                    tokio::time::timeout(Duration::from_secs(30), publisher.send(destination, m))
+                        .await;
+                done.fetch_add(1, Ordering::SeqCst);
+                r
+            }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    let mut run = SendRun {
+        hangs: 0,
+        failed: Vec::new(),
+        kinds: HashMap::new(),
+        finished: Instant::now(),
+    };
+    for r in results {
+        match r {
+            Err(_) => run.hangs += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                *run.kinds.entry(e.kind().to_string()).or_default() += 1;
+                run.failed.push(e.into_message());
+            }
+        }
+    }
+    run
+}
 
 /// Resend each message (same id) until the broker confirms it, up to `tries` times per message,
 /// `backoff` apart. Returns how many were resent.
