@@ -134,6 +134,49 @@ async fn wrong_credentials_are_typed(url: String) -> TestResult {
     }
 }
 
+/// Topic bindings are diverts on Artemis: deleting the queue must remove them, or a queue of
+/// the same name declared later would still receive the old topic's messages. On Classic the
+/// binding must be refused with a typed error, not silently dropped.
+async fn deleted_queue_loses_its_topic_bindings(url: String) -> TestResult {
+    let broker = coolmq::connect_url(&url).await?;
+    let unique = format!("coolmq.test.unbind.{}", uuid::Uuid::new_v4().simple());
+    let topic = format!("{unique}.events.created");
+    let spec = coolmq::QueueSpec::new(format!("{unique}.q")).bind(format!("{unique}.events.*"));
+    if !broker.capabilities().topics {
+        return match broker.declare_queue(&spec).await {
+            Err(e) if e.kind() == ErrorKind::Unsupported => Ok(()),
+            other => Err(format!("expected Unsupported for a topic binding, got {other:?}").into()),
+        };
+    }
+    broker.declare_queue(&spec).await?;
+    let publisher = broker.publisher().await?;
+    publisher
+        .send(&Destination::topic(&topic), Message::new("bound"))
+        .await?;
+    expect(
+        "copies while bound",
+        broker.queue_depth(&spec.name).await?,
+        1,
+    )?;
+    broker.delete_queue(&spec.name).await?;
+    let plain = coolmq::QueueSpec::new(spec.name.clone());
+    broker.declare_queue(&plain).await?;
+    publisher
+        .send(&Destination::topic(&topic), Message::new("after delete"))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let depth = broker.queue_depth(&spec.name).await?;
+    broker.delete_queue(&spec.name).await?;
+    if let Some(dlq) = &spec.dead_letter_queue {
+        broker.delete_queue(dlq).await?;
+    }
+    expect(
+        "copies after the queue was deleted and declared again",
+        depth,
+        0,
+    )
+}
+
 /// Build the Java JMS program once (Maven caches its dependencies) and return how to run it.
 fn jms_classpath() -> Result<String, Failed> {
     static CP: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
@@ -327,7 +370,11 @@ fn main() -> ExitCode {
         ("artemis", "COOLMQ_TEST_ARTEMIS_URL", "artemis"),
         ("activemq", "COOLMQ_TEST_ACTIVEMQ_URL", "classic"),
     ] {
-        let tests: [(&str, CaseFn); 4] = [
+        let tests: [(&str, CaseFn); 5] = [
+            (
+                "topic::deleted_queue_loses_its_topic_bindings",
+                Box::new(|u| Box::pin(deleted_queue_loses_its_topic_bindings(u))),
+            ),
             (
                 "jms::qpid_jms_sends_coolmq_receives",
                 Box::new(|u| Box::pin(jms_sends_coolmq_receives(u))),

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use coolmq_core::{Error, ErrorKind, Result};
+use coolmq_core::{Destination, Error, ErrorKind, Result};
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
@@ -116,12 +116,18 @@ impl Link {
         self.with_session(async |_| Ok(())).await
     }
 
-    /// A sender to `address` (a queue).
-    pub async fn sender(&self, address: &str) -> Result<Sender> {
+    /// A sender to a queue or a topic: the target capability tells ActiveMQ which routing
+    /// type (anycast or multicast) to give an address it auto-creates.
+    pub async fn sender(&self, destination: &Destination) -> Result<Sender> {
         let name = self.link_name("sender");
+        let address = destination.name();
+        let capability = match destination {
+            Destination::Queue(_) => "queue",
+            Destination::Topic(_) => "topic",
+        };
         let target = Target::builder()
             .address(address.to_string())
-            .capabilities(vec![Symbol::from("queue")])
+            .capabilities(vec![Symbol::from(capability)])
             .build();
         self.with_session(async |s| {
             Sender::builder()

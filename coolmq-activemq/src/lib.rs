@@ -20,8 +20,12 @@
 //! - **Transactional acks**: `Transaction::ack` retires the delivery with a transactional
 //!   `Accepted` on its receiver link.
 //!
-//! Not implemented yet (capability flags false, calls return `Unsupported`): topics, length
-//! limits.
+//! - **Topics** (Artemis): a topic send goes to a multicast address; a queue bound to a
+//!   pattern gets a copy through a divert from Artemis's wildcard address of that pattern
+//!   (`*` one word, `#` any number — the same syntax as coolmq's).
+//!
+//! Not available (capability flags false, calls return `Unsupported`): topics on Classic
+//! (its topic-to-queue fan-out is static broker configuration), length limits.
 #![deny(missing_docs)]
 
 mod config;
@@ -38,7 +42,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use coolmq_core::{
     Backend, BackendInfo, Broker, Capabilities, Config, ConsumerBackend, ConsumerOptions,
-    DeliveryContext, FaultInjector, PublisherBackend, QueueSpec, Result,
+    DeliveryContext, Destination, FaultInjector, PublisherBackend, QueueSpec, Result,
 };
 
 pub use config::{ActiveMqOptions, DEFAULT_MAX_MESSAGE_SIZE};
@@ -81,7 +85,10 @@ pub async fn connect(config: Config) -> Result<Broker> {
         delayed_delivery: true,
         delivery_count: true,
         dead_letter: true,
-        topics: false,
+        // Artemis binds queues to topic patterns with diverts from its wildcard addresses;
+        // Classic can only fan a topic out to queues through static broker configuration
+        // (virtual topics, composite destinations), which a client cannot declare.
+        topics: options.flavor == Flavor::Artemis,
         max_length: false,
         message_ttl: true,
         nested_headers: false,
@@ -118,8 +125,11 @@ impl Backend for ActiveMqBackend {
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<()> {
         // ActiveMQ creates a durable anycast queue when a link attaches to its address.
         for name in std::iter::once(&spec.name).chain(spec.dead_letter_queue.iter()) {
-            let sender = self.link.sender(name).await?;
+            let sender = self.link.sender(&Destination::queue(name.as_str())).await?;
             let _ = sender.close().await;
+        }
+        for pattern in &spec.bindings {
+            management::artemis_bind(&self.link, &spec.name, pattern).await?;
         }
         Ok(())
     }

@@ -156,10 +156,94 @@ pub(crate) async fn queue_depth(link: &Link, flavor: Flavor, queue: &str) -> Res
     }
 }
 
+/// Call an operation of Artemis's broker control (`_AMQ_ResourceName = broker`) with JSON
+/// arguments; the reply's text when it succeeded.
+async fn artemis_broker_op(link: &Link, operation: &str, args: String) -> Result<String> {
+    let reply = request(
+        link,
+        "activemq.management",
+        vec![
+            ("_AMQ_ResourceName", SimpleValue::String("broker".into())),
+            (
+                "_AMQ_OperationName",
+                SimpleValue::String(operation.to_string()),
+            ),
+        ],
+        Value::String(args),
+    )
+    .await?;
+    let text = body_text(&reply);
+    if artemis_succeeded(&reply) {
+        Ok(text)
+    } else {
+        Err(Error::new(
+            ErrorKind::Unexpected,
+            format!("Artemis {operation} failed: {text}"),
+        ))
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// The prefix of every divert binding `queue`; the name's length makes it exact, so
+/// deleting `orders` leaves the bindings of `orders.eu` alone.
+fn divert_prefix(queue: &str) -> String {
+    format!("coolmq.bind.{}.{queue}.", queue.len())
+}
+
+/// The divert name that binds `queue` to `pattern`: one per binding.
+fn divert_name(queue: &str, pattern: &str) -> String {
+    format!("{}{pattern}", divert_prefix(queue))
+}
+
+/// Bind `queue` to the topic `pattern` on Artemis: a non-exclusive divert from the
+/// (wildcard) multicast address `pattern` to the queue's anycast address, so every message
+/// published to a matching topic gets a copy in `queue`. Idempotent.
+pub(crate) async fn artemis_bind(link: &Link, queue: &str, pattern: &str) -> Result<()> {
+    let name = divert_name(queue, pattern);
+    let args = format!(
+        "[{}, {}, {}, {}, false, null, null, \"ANYCAST\"]",
+        json_str(&name),
+        json_str(&name),
+        json_str(pattern),
+        json_str(queue)
+    );
+    match artemis_broker_op(link, "createDivert", args).await {
+        Ok(_) => Ok(()),
+        // AMQ229019: a binding of that name exists already — the same binding.
+        Err(e) if e.to_string().contains("AMQ229019") => Ok(()),
+        Err(e) => Err(e
+            .with_context("queue", queue)
+            .with_context("pattern", pattern)),
+    }
+}
+
+/// Remove every topic binding of `queue` on Artemis.
+async fn artemis_unbind_all(link: &Link, queue: &str) -> Result<()> {
+    let names = artemis_broker_op(link, "getDivertNames", "[]".into()).await?;
+    // The reply is the JSON list of return values: `[["divert-a", "divert-b"]]`.
+    let names: Vec<Vec<String>> = serde_json::from_str(&names).map_err(|e| {
+        Error::new(
+            ErrorKind::Unexpected,
+            format!("unexpected getDivertNames reply {names:?}: {e}"),
+        )
+    })?;
+    let prefix = divert_prefix(queue);
+    for name in names.into_iter().flatten() {
+        if name.starts_with(&prefix) {
+            artemis_broker_op(link, "destroyDivert", format!("[{}]", json_str(&name))).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Delete `queue` (absent queues are fine).
 pub(crate) async fn delete_queue(link: &Link, flavor: Flavor, queue: &str) -> Result<()> {
     match flavor {
         Flavor::Artemis => {
+            artemis_unbind_all(link, queue).await?;
             let reply = request(
                 link,
                 "activemq.management",

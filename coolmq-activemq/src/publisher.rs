@@ -71,22 +71,23 @@ impl AmqPublisher {
         senders.get(address).filter(|s| !s.is_closed()).cloned()
     }
 
-    /// The transfer queue of `address`'s sender link, attaching one (once) if needed.
-    async fn sender(&self, address: &str) -> Result<mpsc::Sender<Transfer>> {
-        if let Some(s) = self.cached(address) {
+    /// The transfer queue of `destination`'s sender link, attaching one (once) if needed.
+    async fn sender(&self, destination: &Destination) -> Result<mpsc::Sender<Transfer>> {
+        let address = destination.to_string();
+        if let Some(s) = self.cached(&address) {
             return Ok(s);
         }
         let _attaching = self.attaching.lock().await;
-        if let Some(s) = self.cached(address) {
+        if let Some(s) = self.cached(&address) {
             return Ok(s);
         }
-        let link = self.link.sender(address).await?;
+        let link = self.link.sender(destination).await?;
         let (tx, rx) = mpsc::channel(self.window.available_permits().max(1));
         tokio::spawn(run_sender(link, rx));
         self.senders
             .lock()
             .expect("lock")
-            .insert(address.to_string(), tx.clone());
+            .insert(address, tx.clone());
         Ok(tx)
     }
 
@@ -97,12 +98,11 @@ impl AmqPublisher {
         delay: Option<Duration>,
     ) -> Result<Receipt, SendError> {
         let _permit = self.window.acquire().await.expect("window never closed");
-        let address = destination.name();
         let amqp = match to_amqp(&message, delay) {
             Ok(a) => a,
             Err(e) => return Err(SendError::new(e, message)),
         };
-        let sender = match self.sender(address).await {
+        let sender = match self.sender(destination).await {
             Ok(s) => s,
             Err(e) => return Err(SendError::new(e, message)),
         };

@@ -55,9 +55,9 @@ impl AmqTransaction {
         message: Message,
         delay: Option<std::time::Duration>,
     ) -> Result<(), SendError> {
-        let address = destination.name().to_string();
+        let address = destination.to_string();
         if !self.senders.contains_key(&address) {
-            match self.link.sender(&address).await {
+            match self.link.sender(destination).await {
                 Ok(s) => {
                     self.senders.insert(address.clone(), s);
                 }
