@@ -1,9 +1,11 @@
-//! Sending: one sender link per queue address, driven by its own task that performs the
-//! transfers in order (fe2o3's `send_batchable` needs `&mut Sender`) and hands each caller the
-//! future of its outcome, so many transfers are in flight (bounded by the publisher window)
-//! without callers contending for the link. `Accepted` is the confirm; `Rejected`, `Released`,
-//! `Modified` are typed errors that hand the message back. A failed link ends its task; the
-//! next send attaches a new one.
+//! Sending: one sender link per address, shared by the sends to it. A send holds the link
+//! only while it puts its transfer on the wire (fe2o3's `send_batchable` needs
+//! `&mut Sender`), then awaits the outcome without it, so many transfers are in flight
+//! (bounded by the publisher window). The transfer is made by the caller's own task: an
+//! earlier design handed transfers to a per-link task, and that extra task hop per message
+//! cost a third of the throughput on a busy machine (docs/BENCHMARKS.md). `Accepted` is the
+//! confirm; `Rejected`, `Released`, `Modified` are typed errors that hand the message back. A
+//! failed link is dropped; the next send attaches a new one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -17,34 +19,19 @@ use coolmq_core::{
 use fe2o3_amqp::link::delivery::DeliveryFut;
 use fe2o3_amqp::types::messaging::Outcome;
 use fe2o3_amqp::Sender;
-use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
+use tokio::sync::{Mutex, Semaphore};
 
 use crate::connection::Link;
 use crate::convert::{to_amqp, AmqpMessage};
 use crate::error::map;
 
+/// One sender link, shared by every send to its address; `None` once it failed.
+type LinkSlot = Arc<Mutex<Option<Sender>>>;
 type Pending = DeliveryFut<std::result::Result<Outcome, fe2o3_amqp::link::SendError>>;
-type Transfer = (
-    AmqpMessage,
-    oneshot::Sender<std::result::Result<Pending, fe2o3_amqp::link::SendError>>,
-);
-
-/// The task owning one sender link: transfers in arrival order, outcomes awaited by callers.
-async fn run_sender(mut sender: Sender, mut transfers: mpsc::Receiver<Transfer>) {
-    while let Some((message, reply)) = transfers.recv().await {
-        let r = sender.send_batchable(message).await;
-        let failed = r.is_err();
-        let _ = reply.send(r);
-        if failed {
-            break;
-        }
-    }
-    let _ = sender.close().await;
-}
 
 pub(crate) struct AmqPublisher {
     link: Arc<Link>,
-    senders: StdMutex<HashMap<String, mpsc::Sender<Transfer>>>,
+    senders: StdMutex<HashMap<String, LinkSlot>>,
     attaching: Mutex<()>,
     window: Semaphore,
     confirm_timeout: Duration,
@@ -66,13 +53,13 @@ impl AmqPublisher {
         &self.link
     }
 
-    fn cached(&self, address: &str) -> Option<mpsc::Sender<Transfer>> {
+    fn cached(&self, address: &str) -> Option<LinkSlot> {
         let senders = self.senders.lock().expect("lock");
-        senders.get(address).filter(|s| !s.is_closed()).cloned()
+        senders.get(address).cloned()
     }
 
     /// The transfer queue of `destination`'s sender link, attaching one (once) if needed.
-    async fn sender(&self, destination: &Destination) -> Result<mpsc::Sender<Transfer>> {
+    async fn sender(&self, destination: &Destination) -> Result<LinkSlot> {
         let address = destination.to_string();
         if let Some(s) = self.cached(&address) {
             return Ok(s);
@@ -82,13 +69,39 @@ impl AmqPublisher {
             return Ok(s);
         }
         let link = self.link.sender(destination).await?;
-        let (tx, rx) = mpsc::channel(self.window.available_permits().max(1));
-        tokio::spawn(run_sender(link, rx));
+        let tx = Arc::new(Mutex::new(Some(link)));
         self.senders
             .lock()
             .expect("lock")
             .insert(address, tx.clone());
         Ok(tx)
+    }
+
+    /// Put one transfer on `slot`'s link; the outcome future comes back. A failed link is
+    /// closed and forgotten so the next send attaches a fresh one.
+    async fn transfer(&self, slot: &LinkSlot, amqp: AmqpMessage) -> Result<Pending> {
+        let mut guard = slot.lock().await;
+        let Some(link) = guard.as_mut() else {
+            return Err(Error::new(
+                ErrorKind::ConnectionLost,
+                "the sender link closed; resend",
+            ));
+        };
+        match link.send_batchable(amqp).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                if let Some(l) = guard.take() {
+                    tokio::spawn(async move {
+                        let _ = l.close().await;
+                    });
+                }
+                self.senders
+                    .lock()
+                    .expect("lock")
+                    .retain(|_, v| !Arc::ptr_eq(v, slot));
+                Err(map(e, "transfer"))
+            }
+        }
     }
 
     pub async fn publish(
@@ -106,16 +119,21 @@ impl AmqPublisher {
             Ok(s) => s,
             Err(e) => return Err(SendError::new(e, message)),
         };
-        let (reply, pending) = oneshot::channel();
-        if sender.send((amqp, reply)).await.is_err() {
-            let e = Error::new(ErrorKind::ConnectionLost, "the sender link closed; resend");
-            return Err(SendError::new(e, message));
-        }
-        let pending = match pending.await {
+        // The transfer waits for link credit; a broker that withholds credit (a full address
+        // under Artemis's BLOCK policy) must not hang the caller.
+        let transfer = tokio::time::timeout(self.confirm_timeout, self.transfer(&sender, amqp));
+        let pending = match transfer.await {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Err(SendError::new(map(e, "transfer"), message)),
+            Ok(Err(e)) => return Err(SendError::new(e, message)),
             Err(_) => {
-                let e = Error::new(ErrorKind::ConnectionLost, "the sender link closed; resend");
+                let e = Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the broker granted no link credit within {:?}; not sent",
+                        self.confirm_timeout
+                    ),
+                )
+                .set_temporary(true);
                 return Err(SendError::new(e, message));
             }
         };
