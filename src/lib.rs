@@ -40,6 +40,10 @@ pub use coolmq_core::*;
 pub use coolmq_activemq as activemq;
 #[cfg(feature = "memory")]
 pub use coolmq_memory as memory;
+/// The transactional outbox and idempotent inbox (features `outbox-sqlite`,
+/// `outbox-postgres`).
+#[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
+pub use coolmq_outbox as outbox;
 #[cfg(feature = "rabbit")]
 pub use coolmq_rabbit as rabbit;
 

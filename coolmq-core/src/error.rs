@@ -50,6 +50,8 @@ pub enum ErrorKind {
     StaleDelivery,
     /// The handle (broker, publisher, consumer) was closed by the application.
     Closed,
+    /// The outbox or inbox database failed (connection, constraint, query); see `source()`.
+    Database,
     /// Anything the backend could not classify; see `source()`.
     Unexpected,
 }
@@ -87,6 +89,7 @@ impl ErrorKind {
             ErrorKind::TransactionRolledBack => "transaction-rolled-back",
             ErrorKind::StaleDelivery => "stale-delivery",
             ErrorKind::Closed => "closed",
+            ErrorKind::Database => "database",
             ErrorKind::Unexpected => "unexpected",
         }
     }
