@@ -7,9 +7,11 @@
 //! ```text
 //! cargo run --release -p coolmq-bench -- rabbit --url amqp://guest:guest@127.0.0.1:5672/%2f
 //! cargo run --release -p coolmq-bench -- activemq --url amqp1://coolmq:coolmq@127.0.0.1:5673
+//! cargo run --release -p coolmq-bench -- outbox     # PostgreSQL → memory and RabbitMQ
 //! ```
 
 mod activemq;
+mod outbox;
 mod rabbit;
 mod stats;
 
@@ -29,6 +31,8 @@ enum Backend {
     Rabbit(rabbit::Args),
     /// ActiveMQ (Artemis by default): coolmq-activemq vs raw fe2o3-amqp.
     Activemq(activemq::Args),
+    /// The outbox on PostgreSQL: relay throughput and the cost of `enqueue`.
+    Outbox(outbox::Args),
 }
 
 #[tokio::main]
@@ -36,5 +40,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().backend {
         Backend::Rabbit(args) => rabbit::run(args).await,
         Backend::Activemq(args) => activemq::run(args).await,
+        Backend::Outbox(args) => outbox::run(args).await,
     }
 }
