@@ -565,6 +565,59 @@ async fn rollback_forgets_and_expiry_removes_old_ids<DB: TestDb>() -> TestResult
     Ok(())
 }
 
+/// The relay wakes when a transaction commits, not by polling (its poll interval is a minute):
+/// SQLite through `Outbox::commit` in this process; PostgreSQL through NOTIFY, from a plain
+/// `commit` on another pool, as another process would.
+async fn commit_wakes_the_relay_without_polling<DB: TestDb>() -> TestResult {
+    let (pool, conn) = DB::fresh().await?;
+    let broker = memory().await?;
+    let queue = unique("wake");
+    broker.declare_queue(&QueueSpec::new(&queue)).await?;
+    let outbox = Outbox::new(pool.clone()).await?;
+    let relay = outbox
+        .relay(broker.publisher().await?)
+        .poll_interval(Duration::from_secs(60))
+        .spawn();
+    tokio::time::sleep(Duration::from_millis(300)).await; // the relay is idle, waiting
+    let start = Instant::now();
+    if <DB as OutboxDatabase>::NAME == "postgres" {
+        let other = Outbox::new(DB::open(&conn).await?).await?;
+        let mut tx = other
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        other
+            .enqueue(
+                &mut tx,
+                &Destination::queue(&queue),
+                &Message::new("w").with_id("woken"),
+            )
+            .await?;
+        tx.commit().await.map_err(|e| fail(e.to_string()))?;
+    } else {
+        let mut tx = pool.begin().await.map_err(|e| fail(e.to_string()))?;
+        outbox
+            .enqueue(
+                &mut tx,
+                &Destination::queue(&queue),
+                &Message::new("w").with_id("woken"),
+            )
+            .await?;
+        outbox.commit(tx).await?;
+    }
+    until_drained(&outbox, Duration::from_secs(10)).await?;
+    let took = start.elapsed();
+    relay.shutdown().await?;
+    DB::drop_db(pool, &conn).await;
+    if took > Duration::from_secs(5) {
+        return Err(fail(format!(
+            "the relay took {took:?}: it polled instead of waking"
+        )));
+    }
+    Ok(())
+}
+
 // ---- the crash test ------------------------------------------------------------------------
 
 const CHILD_ENV: &str = "COOLMQ_OUTBOX_CRASH_CHILD";
@@ -740,6 +793,10 @@ fn main() -> ExitCode {
             unroutable_retried_until_the_queue_exists
         ),
         both!("outbox::nack_is_retried", nack_is_retried),
+        both!(
+            "outbox::commit_wakes_the_relay_without_polling",
+            commit_wakes_the_relay_without_polling
+        ),
         both!(
             "outbox::parked_after_max_attempts_fires_the_observer",
             parked_after_max_attempts_fires_the_observer

@@ -52,7 +52,7 @@ impl<DB: OutboxDatabase> std::fmt::Debug for Received<DB> {
 pub struct Inbox<DB: OutboxDatabase> {
     pool: Pool<DB>,
     consumer: String,
-    _db: PhantomData<DB>,
+    _db: PhantomData<fn() -> DB>,
 }
 
 impl<DB: OutboxDatabase> Clone for Inbox<DB> {
@@ -92,6 +92,27 @@ impl<DB: OutboxDatabase> Inbox<DB> {
             let _ = tx.rollback().await;
             Ok(Received::Duplicate)
         }
+    }
+
+    /// Expire old ids every `interval` in a background task, keeping `retention` (see
+    /// [`Inbox::expire`]); abort the returned handle to stop it.
+    pub fn spawn_expiry(
+        &self,
+        retention: Duration,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let inbox = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                match inbox.expire(retention).await {
+                    Ok(n) if n > 0 => tracing::debug!(removed = n, "inbox ids expired"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "inbox expiry failed"),
+                }
+            }
+        })
     }
 
     /// Forget ids processed longer than `retention` ago (all consumers); returns how many. A

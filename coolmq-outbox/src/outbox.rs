@@ -36,7 +36,7 @@ use crate::row::OutboxRow;
 pub struct Outbox<DB: OutboxDatabase> {
     pool: Pool<DB>,
     committed: Arc<Notify>,
-    _db: PhantomData<DB>,
+    _db: PhantomData<fn() -> DB>,
 }
 
 impl<DB: OutboxDatabase> Clone for Outbox<DB> {
