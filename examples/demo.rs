@@ -45,18 +45,13 @@ impl DeadLetterObserver for PageOnCall {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COOLMQ_LOG")
-                .unwrap_or_else(|_| "warn,coolmq_core::worker=off".into()),
-        )
-        .init();
-
-    // Configuration, not code, picks the broker. The demo's default: the in-process broker
-    // and a fast redelivery policy so the story plays in about a second.
-    let mut config = Config::from_toml_str(
+/// The demo's default configuration: the in-process broker and a fast redelivery policy so
+/// the story plays in about a second; `COOLMQ_URL` / `COOLMQ_CONFIG` override it.
+pub fn demo_config() -> coolmq::Result<Config> {
+    if std::env::var_os("COOLMQ_URL").is_some() || std::env::var_os("COOLMQ_CONFIG").is_some() {
+        return Config::from_env();
+    }
+    Config::from_toml_str(
         r#"
         url = "memory://demo"
         confirm_timeout = "300ms"
@@ -66,11 +61,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         use_exponential_backoff = true
         backoff_multiplier = 2.0
         "#,
-    )?;
-    if std::env::var_os("COOLMQ_URL").is_some() || std::env::var_os("COOLMQ_CONFIG").is_some() {
-        config = Config::from_env()?;
-    }
-    let broker = coolmq::connect(&config).await?;
+    )
+}
+
+#[allow(dead_code)] // this file is also the `coolmq demo` command, which has its own main
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COOLMQ_LOG")
+                .unwrap_or_else(|_| "warn,coolmq_core::worker=off".into()),
+        )
+        .init();
+    story(&demo_config()?).await
+}
+
+/// The whole story; fails unless every order is accounted for.
+pub async fn story(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let broker = coolmq::connect(config).await?;
     println!("broker: {} ({})", broker.backend_name(), broker.endpoint());
     broker.declare_queue(&broker.queue_spec(QUEUE)).await?;
 

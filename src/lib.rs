@@ -34,6 +34,10 @@
 //! ```
 #![deny(missing_docs)]
 
+// Lets code shared with the examples (the `coolmq demo` command) say `coolmq::…` here too.
+#[cfg(feature = "cli")]
+extern crate self as coolmq;
+
 pub use coolmq_core::*;
 
 #[cfg(feature = "activemq")]
@@ -46,6 +50,10 @@ pub use coolmq_memory as memory;
 pub use coolmq_outbox as outbox;
 #[cfg(feature = "rabbit")]
 pub use coolmq_rabbit as rabbit;
+
+/// The `coolmq` command line (feature `cli`).
+#[cfg(feature = "cli")]
+pub mod cli;
 
 /// README.md's examples, compiled by `cargo test --doc` so they stay true.
 #[cfg(doctest)]

@@ -28,7 +28,16 @@ mod runner;
 
 pub use case::{Case, CaseFn, Failed, Requirement, TestResult};
 pub use ctx::Ctx;
-pub use runner::{run, run_with_args, trials, Target};
+pub use runner::{run, run_report, run_with_args, trials, CaseReport, Outcome, Target};
+
+/// `m` without the `traceparent` coolmq adds to a message sent without one: what the sender
+/// handed in, for comparing a handed-back message (which keeps the trace, so a resend
+/// continues it).
+pub fn untraced(m: &coolmq_core::Message) -> coolmq_core::Message {
+    let mut m = m.clone();
+    m.headers.remove(coolmq_core::TRACEPARENT_HEADER);
+    m
+}
 
 /// Every case of the suite, in a stable order.
 pub fn cases() -> Vec<Case> {

@@ -139,3 +139,64 @@ pub fn run(targets: Vec<Target>) -> ExitCode {
 pub fn run_with_args(targets: Vec<Target>, args: Arguments) -> ExitCode {
     libtest_mimic::run(&args, trials(&targets)).exit_code()
 }
+
+/// How one case went, for reports outside libtest (the `coolmq conformance` command).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The case passed.
+    Passed,
+    /// The case failed, with why.
+    Failed(String),
+    /// Not run: the backend lacks these capabilities.
+    Unsupported(Vec<&'static str>),
+}
+
+/// One case's report line.
+#[derive(Debug, Clone)]
+pub struct CaseReport {
+    /// `group::name`.
+    pub name: String,
+    /// Passed, failed or unsupported.
+    pub outcome: Outcome,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+/// Run the cases whose name contains `filter` (all without one) against `target`, one after
+/// another, calling `each` as every case finishes. Errors only when the broker cannot be
+/// reached at all.
+///
+/// # Errors
+/// The connection failure, with the target's hint on how to start the broker.
+pub async fn run_report(
+    target: &Target,
+    filter: Option<&str>,
+    mut each: impl FnMut(&CaseReport),
+) -> Result<Vec<CaseReport>, String> {
+    let caps = probe(target).await?;
+    let mut reports = Vec::new();
+    for case in cases::all() {
+        let name = case.full_name();
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let missing = case.missing(&caps);
+        let start = std::time::Instant::now();
+        let outcome = if !missing.is_empty() {
+            Outcome::Unsupported(missing)
+        } else {
+            match run_case(target.clone(), case).await {
+                Ok(()) => Outcome::Passed,
+                Err(e) => Outcome::Failed(e.message().map(str::to_string).unwrap_or_default()),
+            }
+        };
+        let report = CaseReport {
+            name,
+            outcome,
+            elapsed: start.elapsed(),
+        };
+        each(&report);
+        reports.push(report);
+    }
+    Ok(reports)
+}

@@ -49,7 +49,19 @@ impl Consumer {
     /// The next delivery; waits while the queue is empty or prefetch is exhausted.
     /// `Ok(None)` once the consumer is closed.
     pub async fn recv(&mut self) -> Result<Option<Delivery>> {
-        self.inner.recv().await
+        let delivery = self.inner.recv().await?;
+        if let Some(d) = &delivery {
+            tracing::debug_span!(
+                "coolmq.consume",
+                queue = %self.queue,
+                message_id = %d.message().id,
+                trace_id = %d.trace_context().map(|t| t.trace_id_hex()).unwrap_or_default(),
+                attempt = d.attempt(),
+                redelivered = d.redelivered(),
+            )
+            .in_scope(|| tracing::debug!("delivered"));
+        }
+        Ok(delivery)
     }
 
     /// Stop consuming. Deliveries still held can no longer be settled; the broker redelivers

@@ -5,12 +5,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tracing::Instrument;
+
 use crate::backend::Acker;
 use crate::dead_letter::{
     record_failure, DeadLetterEvent, ATTEMPTS_HEADER, ATTEMPT_HEADER, ORIGIN_QUEUE_HEADER,
 };
 use crate::{
     Capabilities, Destination, Error, ErrorKind, HeaderValue, Message, Result, SendOptions,
+    TraceContext,
 };
 
 /// How to refuse a delivery.
@@ -146,14 +149,57 @@ impl Delivery {
     /// [`ErrorKind::StaleDelivery`] when the consumer's connection has gone; the broker will
     /// redeliver the message.
     pub async fn ack(mut self) -> Result<()> {
-        self.take_acker().ack().await
+        let span = self.settle_span("ack");
+        let r = self.take_acker().ack().instrument(span).await;
+        if r.is_ok() {
+            crate::observe::count(crate::observe::ACKED, self.context.backend);
+        }
+        r
+    }
+
+    /// The span of a settlement: which message, from where, in which trace, how.
+    fn settle_span(&self, how: &'static str) -> tracing::Span {
+        tracing::debug_span!(
+            "coolmq.settle",
+            backend = self.context.backend,
+            queue = %self.context.queue,
+            message_id = %self.message.id,
+            trace_id = %TraceContext::of(&self.message).map(|t| t.trace_id_hex()).unwrap_or_default(),
+            attempt = self.attempt,
+            how,
+        )
+    }
+
+    /// The trace this message belongs to (its `traceparent` header), to continue it: a
+    /// worker's handler runs inside it, so what the handler sends carries it on.
+    pub fn trace_context(&self) -> Option<TraceContext> {
+        TraceContext::of(&self.message)
     }
 
     /// Refuse the delivery: requeue it, retry it later, or dead-letter it.
     ///
     /// If the backend cannot do the chosen refusal, the message is requeued and the error says
     /// so: nothing is lost.
-    pub async fn nack(mut self, how: Nack) -> Result<()> {
+    pub async fn nack(self, how: Nack) -> Result<()> {
+        let span = match &how {
+            Nack::Requeue => self.settle_span("requeue"),
+            Nack::RetryAfter(_) => self.settle_span("retry-after"),
+            Nack::DeadLetter(_) => self.settle_span("dead-letter"),
+        };
+        let backend = self.context.backend;
+        let metric = if matches!(how, Nack::DeadLetter(_)) {
+            crate::observe::DEAD_LETTERED
+        } else {
+            crate::observe::REDELIVERED
+        };
+        let r = self.nack_inner(how).instrument(span).await;
+        if r.is_ok() {
+            crate::observe::count(metric, backend);
+        }
+        r
+    }
+
+    async fn nack_inner(mut self, how: Nack) -> Result<()> {
         match how {
             Nack::Requeue => self.take_acker().requeue().await,
             Nack::RetryAfter(delay) => {
@@ -174,13 +220,27 @@ impl Delivery {
                     .forward(&destination, copy, &SendOptions::delayed(delay))
                     .await
             }
-            Nack::DeadLetter(reason) => self.dead_letter(&reason).await.map(drop),
+            Nack::DeadLetter(reason) => self.dead_letter_inner(&reason).await.map(drop),
         }
     }
 
     /// Move the message to the queue's dead-letter queue with the failure metadata headers
     /// (confirmed before the original is acknowledged) and describe what was done.
-    pub async fn dead_letter(mut self, reason: &str) -> Result<DeadLetterEvent> {
+    pub async fn dead_letter(self, reason: &str) -> Result<DeadLetterEvent> {
+        let span = self.settle_span("dead-letter");
+        let backend = self.context.backend;
+        let r = self
+            .dead_letter_inner(reason)
+            .instrument(span.clone())
+            .await;
+        if let Ok(event) = &r {
+            crate::observe::count(crate::observe::DEAD_LETTERED, backend);
+            tracing::info!(parent: &span, dead_letter_queue = %event.dead_letter_queue, attempts = event.attempts, reason, "dead-lettered");
+        }
+        r
+    }
+
+    async fn dead_letter_inner(mut self, reason: &str) -> Result<DeadLetterEvent> {
         let Some(dlq) = self.context.dead_letter_queue.clone() else {
             self.take_acker().requeue().await?;
             return Err(Error::new(

@@ -23,9 +23,11 @@ mod duration_serde;
 mod error;
 mod headers;
 mod message;
+pub mod observe;
 mod publisher;
 mod redelivery;
 mod topology;
+mod trace;
 mod transaction;
 mod worker;
 
@@ -51,6 +53,7 @@ pub use redelivery::{PolicyOverride, RedeliveryPolicy, RedeliveryPolicyMap};
 pub use topology::{
     dead_letter_queue_name, Overflow, QueueKind, QueueSpec, DEFAULT_DEAD_LETTER_PREFIX,
 };
+pub use trace::{TraceContext, TRACEPARENT_HEADER};
 pub use transaction::Transaction;
 pub use worker::{
     HandlerError, Incoming, ShutdownReport, Worker, WorkerBuilder, WorkerCounts, WorkerStats,

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::PublisherBackend;
+use tracing::Instrument;
+
 use crate::{Capabilities, Destination, Error, ErrorKind, Message, Result, Transaction};
 
 /// Proof that the broker took responsibility for a message.
@@ -156,6 +158,17 @@ impl Publisher {
         message: Message,
         options: &SendOptions,
     ) -> Result<Receipt, SendError> {
+        let mut message = message;
+        let trace = crate::TraceContext::inject(&mut message);
+        let span = tracing::debug_span!(
+            "coolmq.publish",
+            backend = self.backend,
+            destination = %destination,
+            message_id = %message.id,
+            trace_id = %trace.trace_id_hex(),
+            outcome = tracing::field::Empty,
+        );
+        let _in_flight = crate::observe::InFlight::start(self.backend);
         if let Err(e) = check_send(
             &self.capabilities,
             self.backend,
@@ -163,9 +176,32 @@ impl Publisher {
             &message,
             options,
         ) {
+            span.record("outcome", e.kind().as_str());
+            crate::observe::count(crate::observe::SEND_FAILED, self.backend);
             return Err(SendError::new(e, message));
         }
-        self.inner.send(destination, message, options).await
+        let result = self
+            .inner
+            .send(destination, message, options)
+            .instrument(span.clone())
+            .await;
+        let (outcome, metric) = match &result {
+            Ok(_) => ("confirmed", crate::observe::CONFIRMED),
+            Err(e) => match e.kind() {
+                ErrorKind::Nacked | ErrorKind::Rejected => {
+                    (e.kind().as_str(), crate::observe::NACKED)
+                }
+                ErrorKind::Unroutable => ("returned", crate::observe::RETURNED),
+                other => (other.as_str(), crate::observe::SEND_FAILED),
+            },
+        };
+        span.record("outcome", outcome);
+        crate::observe::count(metric, self.backend);
+        match &result {
+            Ok(_) => tracing::debug!(parent: &span, "coolmq.confirm"),
+            Err(e) => tracing::debug!(parent: &span, error = %e.error(), "send not confirmed"),
+        }
+        result
     }
 
     /// Begin a broker transaction (needs `transactions`).

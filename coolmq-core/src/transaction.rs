@@ -48,6 +48,8 @@ impl Transaction {
         destination: &Destination,
         message: Message,
     ) -> Result<(), SendError> {
+        let mut message = message;
+        crate::TraceContext::inject(&mut message);
         let caps = self.capabilities;
         if let Err(e) = check_send(
             &caps,

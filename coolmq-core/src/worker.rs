@@ -382,14 +382,20 @@ async fn process(shared: &Shared, delivery: Delivery) {
         redelivered: delivery.redelivered(),
         queue: delivery.queue().to_string(),
     };
+    // The handler runs in the message's trace: what it sends continues it.
+    let trace = delivery
+        .trace_context()
+        .map(|t| t.child())
+        .unwrap_or_else(crate::TraceContext::new_root);
     let span = tracing::debug_span!(
-        "handle",
+        "coolmq.handle",
         queue = %incoming.queue,
         message_id = %incoming.message.id,
+        trace_id = %trace.trace_id_hex(),
         attempt = incoming.attempt
     );
-    let outcome = AssertUnwindSafe((shared.handler)(incoming).instrument(span))
-        .catch_unwind()
+    let outcome = trace
+        .scope(AssertUnwindSafe((shared.handler)(incoming).instrument(span)).catch_unwind())
         .await;
     let failure = match outcome {
         Ok(Ok(())) => None,
@@ -429,7 +435,14 @@ async fn fail(shared: &Shared, mut delivery: Delivery, reason: String, permanent
         return;
     }
     let delay = shared.policy.jittered_delay_for(attempt);
-    tracing::debug!(attempt, ?delay, %reason, "handler failed; redelivering later");
+    tracing::debug_span!(
+        "coolmq.redelivery",
+        queue = %delivery.queue(),
+        message_id = %delivery.message().id,
+        attempt,
+        ?delay,
+    )
+    .in_scope(|| tracing::debug!(%reason, "handler failed; redelivering later"));
     delivery.record_failure(&reason);
     let how = if delivery.capabilities().delayed_delivery {
         Nack::RetryAfter(delay)

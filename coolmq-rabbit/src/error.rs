@@ -17,6 +17,10 @@ pub(crate) fn map(e: lapin::Error, operation: &'static str) -> Error {
 pub(crate) fn map_connect(e: lapin::Error, endpoint: &str) -> Error {
     let (kind, temporary) = match classify(&e) {
         (ErrorKind::ConnectionLost, t) => (ErrorKind::Unreachable, t),
+        // RabbitMQ answers a refused login with ACCESS_REFUSED ("Login was refused…").
+        (ErrorKind::PermissionDenied, t) if e.to_string().contains("Login was refused") => {
+            (ErrorKind::AuthenticationFailed, t)
+        }
         other => other,
     };
     Error::new(

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use coolmq_core::{HeaderValue, Message};
+use coolmq_core::{Destination, HeaderValue, Message, TraceContext, TRACEPARENT_HEADER};
 
 use super::case;
 use crate::case::req::*;
@@ -20,6 +20,7 @@ pub(crate) fn cases() -> Vec<Case> {
         case!("send", roundtrip_transient_message, [CONFIRMS]),
         case!("send", roundtrip_unicode_ids_and_headers, [CONFIRMS]),
         case!("send", json_helpers_roundtrip, [CONFIRMS]),
+        case!("send", trace_context_crosses_the_broker, [CONFIRMS]),
         case!(
             "send",
             oversize_message_is_refused_and_handed_back,
@@ -43,7 +44,17 @@ fn check_same(sent: &Message, got: &Message) -> TestResult {
     check_eq!(got.id, sent.id, "message id");
     check_eq!(got.body, sent.body, "body");
     check_eq!(got.content_type, sent.content_type, "content type");
-    check_eq!(got.headers, sent.headers, "headers");
+    let mut headers = got.headers.clone();
+    // coolmq adds the W3C trace context to a message that has none (send::trace_context_*).
+    if !sent.headers.contains_key(TRACEPARENT_HEADER) {
+        check!(
+            TraceContext::of(got).is_some(),
+            "a valid traceparent header was added: {:?}",
+            got.headers.get(TRACEPARENT_HEADER)
+        );
+        headers.remove(TRACEPARENT_HEADER);
+    }
+    check_eq!(headers, sent.headers, "headers");
     check_eq!(got.correlation_id, sent.correlation_id, "correlation id");
     check_eq!(got.reply_to, sent.reply_to, "reply-to");
     check_eq!(got.kind, sent.kind, "message type");
@@ -199,5 +210,47 @@ async fn oversize_message_is_refused_and_handed_back(ctx: Ctx) -> TestResult {
     );
     check_eq!(err.message().id, sent.id, "message handed back");
     check_eq!(ctx.broker.queue_depth(&q).await?, 0, "queue depth");
+    Ok(())
+}
+
+/// W3C trace context crosses the broker: a send inside a trace carries a child of it, a send
+/// outside any trace starts one, and a `traceparent` the sender set is kept as is.
+async fn trace_context_crosses_the_broker(ctx: Ctx) -> TestResult {
+    let q = ctx.queue("trace").await?;
+    let publisher = ctx.publisher().await?;
+    let dest = Destination::queue(&q);
+    let root = TraceContext::new_root();
+    root.scope(publisher.send(&dest, Message::new("in").with_id("in-trace")))
+        .await?;
+    publisher
+        .send(&dest, Message::new("out").with_id("no-trace"))
+        .await?;
+    let explicit = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    publisher
+        .send(
+            &dest,
+            Message::new("set")
+                .with_id("explicit")
+                .with_header(TRACEPARENT_HEADER, explicit),
+        )
+        .await?;
+    let got = ctx.drain(&q, Duration::from_millis(400)).await?;
+    check_eq!(got.len(), 3, "messages");
+    let by_id = |id: &str| got.iter().find(|m| m.id == id).and_then(TraceContext::of);
+    let inside = by_id("in-trace");
+    check!(
+        inside.is_some_and(|t| t.trace_id == root.trace_id && t.parent_id != root.parent_id),
+        "in a trace: the same trace id, a new parent span ({inside:?} vs {root:?})"
+    );
+    let outside = by_id("no-trace");
+    check!(
+        outside.is_some_and(|t| t.trace_id != root.trace_id),
+        "outside any trace: a new trace ({outside:?})"
+    );
+    check_eq!(
+        by_id("explicit").map(|t| t.to_string()),
+        Some(explicit.to_string()),
+        "a traceparent the sender set is kept"
+    );
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coolmq_core::{HandlerError, Message};
+use coolmq_core::{Destination, HandlerError, Message, TraceContext};
 
 use super::case;
 use super::redelivery::wait_until;
@@ -14,6 +14,7 @@ use crate::{check, check_eq, Case, Ctx, TestResult};
 pub(crate) fn cases() -> Vec<Case> {
     vec![
         case!("worker", concurrency_limit_is_respected, [CONFIRMS]),
+        case!("worker", handler_sends_continue_the_trace, [CONFIRMS]),
         case!(
             "worker",
             graceful_shutdown_drains_in_flight_handlers,
@@ -126,5 +127,53 @@ async fn shutdown_deadline_leaves_the_message_for_redelivery(ctx: Ctx) -> TestRe
     );
     check!(d.redelivered(), "redelivered flag");
     d.ack().await?;
+    Ok(())
+}
+
+/// A message the handler sends continues the trace of the message it handles, across two
+/// broker hops.
+async fn handler_sends_continue_the_trace(ctx: Ctx) -> TestResult {
+    let first = ctx.queue("trace-in").await?;
+    let second = ctx.queue("trace-out").await?;
+    let publisher = ctx.publisher().await?;
+    let forward = publisher.clone();
+    let next = Destination::queue(&second);
+    let worker = ctx
+        .broker
+        .worker(&first)
+        .start(move |incoming| {
+            let (forward, next) = (forward.clone(), next.clone());
+            async move {
+                let reply = Message::new("next").with_correlation_id(incoming.message.id.clone());
+                forward
+                    .send(&next, reply)
+                    .await
+                    .map_err(|e| HandlerError::msg(e.to_string()))?;
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .await?;
+    let origin = TraceContext::new_root();
+    let sent =
+        Message::new("start").with_header(coolmq_core::TRACEPARENT_HEADER, origin.to_string());
+    let id = sent.id.clone();
+    publisher.send(&Destination::queue(&first), sent).await?;
+    wait_until(Duration::from_secs(10), "the handler to finish", || {
+        worker.counts().acked == 1
+    })
+    .await?;
+    worker.shutdown(Duration::from_secs(5)).await?;
+    let got = ctx.drain(&second, Duration::from_millis(400)).await?;
+    check_eq!(got.len(), 1, "forwarded messages");
+    check_eq!(
+        got[0].correlation_id.as_deref(),
+        Some(id.as_str()),
+        "correlation"
+    );
+    let carried = TraceContext::of(&got[0]);
+    check!(
+        carried.is_some_and(|t| t.trace_id == origin.trace_id && t.parent_id != origin.parent_id),
+        "the forwarded message continues the trace: {carried:?} from {origin:?}"
+    );
     Ok(())
 }

@@ -1,0 +1,62 @@
+//! Metrics through the `metrics` facade: install any recorder (Prometheus exporter, StatsD…)
+//! and coolmq's counters appear; without one they cost next to nothing. Every metric carries
+//! a `backend` label (`memory`, `rabbit`, `activemq`).
+
+use metrics::{counter, gauge};
+
+/// Sends started.
+pub const PUBLISHED: &str = "coolmq_published_total";
+/// Sends the broker confirmed.
+pub const CONFIRMED: &str = "coolmq_confirmed_total";
+/// Sends the broker refused (nack, reject, release).
+pub const NACKED: &str = "coolmq_nacked_total";
+/// Sends returned as unroutable.
+pub const RETURNED: &str = "coolmq_returned_total";
+/// Sends that failed otherwise (timeout, connection lost, too large…).
+pub const SEND_FAILED: &str = "coolmq_send_failed_total";
+/// Sends awaiting their confirm.
+pub const IN_FLIGHT: &str = "coolmq_in_flight";
+/// Deliveries acknowledged.
+pub const ACKED: &str = "coolmq_acked_total";
+/// Deliveries sent back for redelivery (requeue or delayed retry).
+pub const REDELIVERED: &str = "coolmq_redelivered_total";
+/// Deliveries moved to their dead-letter queue.
+pub const DEAD_LETTERED: &str = "coolmq_dead_lettered_total";
+
+/// Describe coolmq's metrics to the installed recorder (units and help texts).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(PUBLISHED, "Sends started");
+    describe_counter!(CONFIRMED, "Sends the broker confirmed");
+    describe_counter!(NACKED, "Sends the broker refused (nack, reject, release)");
+    describe_counter!(RETURNED, "Sends returned as unroutable");
+    describe_counter!(
+        SEND_FAILED,
+        "Sends failed otherwise (timeout, connection lost…)"
+    );
+    describe_gauge!(IN_FLIGHT, "Sends awaiting their confirm");
+    describe_counter!(ACKED, "Deliveries acknowledged");
+    describe_counter!(REDELIVERED, "Deliveries sent back for redelivery");
+    describe_counter!(DEAD_LETTERED, "Deliveries moved to their dead-letter queue");
+}
+
+pub(crate) fn count(name: &'static str, backend: &'static str) {
+    counter!(name, "backend" => backend).increment(1);
+}
+
+/// Counts a send as in flight until dropped.
+pub(crate) struct InFlight(&'static str);
+
+impl InFlight {
+    pub fn start(backend: &'static str) -> Self {
+        count(PUBLISHED, backend);
+        gauge!(IN_FLIGHT, "backend" => backend).increment(1.0);
+        InFlight(backend)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!(IN_FLIGHT, "backend" => self.0).decrement(1.0);
+    }
+}

@@ -1,0 +1,200 @@
+//! W3C trace context carried in the `traceparent` message header, so one trace crosses the
+//! broker: a send without the header gets one — continuing the trace the sending code runs in
+//! (a worker's handler runs in the trace of the message it handles) or starting a new one —
+//! and consumers read it back.
+
+use std::fmt;
+use std::future::Future;
+
+use crate::{HeaderValue, Message};
+
+/// The header name, as W3C Trace Context names it.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+/// A W3C `traceparent`: which trace, which span is the parent, sampled or not.
+///
+/// ```
+/// use coolmq_core::TraceContext;
+/// let t = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+/// assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// assert_eq!(t.to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// let child = t.child();
+/// assert_eq!(child.trace_id, t.trace_id);
+/// assert_ne!(child.parent_id, t.parent_id);
+/// assert!(TraceContext::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceContext {
+    /// The trace, shared by every span of it.
+    pub trace_id: [u8; 16],
+    /// The span that sent (the parent of whatever receives it).
+    pub parent_id: [u8; 8],
+    /// The `sampled` flag.
+    pub sampled: bool,
+}
+
+fn nonzero<const N: usize>() -> [u8; N] {
+    loop {
+        let mut b = [0u8; N];
+        b.iter_mut().for_each(|x| *x = fastrand::u8(..));
+        if b.iter().any(|x| *x != 0) {
+            return b;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != N * 2
+        || !s
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+impl TraceContext {
+    /// A new trace (random ids, sampled).
+    pub fn new_root() -> Self {
+        TraceContext {
+            trace_id: nonzero(),
+            parent_id: nonzero(),
+            sampled: true,
+        }
+    }
+
+    /// The same trace with a new parent span: what a hop (a send) carries on.
+    pub fn child(&self) -> Self {
+        TraceContext {
+            parent_id: nonzero(),
+            ..*self
+        }
+    }
+
+    /// Parse a `traceparent` value (version 00; all-zero ids are invalid).
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.trim().split('-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version != "00" || parts.next().is_some() {
+            return None;
+        }
+        let trace_id: [u8; 16] = unhex(trace)?;
+        let parent_id: [u8; 8] = unhex(parent)?;
+        let flags: [u8; 1] = unhex(flags)?;
+        if trace_id.iter().all(|b| *b == 0) || parent_id.iter().all(|b| *b == 0) {
+            return None;
+        }
+        Some(TraceContext {
+            trace_id,
+            parent_id,
+            sampled: flags[0] & 1 == 1,
+        })
+    }
+
+    /// The trace id as 32 hex digits (what tracing back ends search by).
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+
+    /// The trace context `message` carries, if any.
+    pub fn of(message: &Message) -> Option<Self> {
+        message
+            .headers
+            .get(TRACEPARENT_HEADER)
+            .and_then(HeaderValue::as_str)
+            .and_then(Self::parse)
+    }
+
+    /// The trace the current task runs in (inside [`TraceContext::scope`]; a worker's handler
+    /// runs in the trace of its message).
+    pub fn current() -> Option<Self> {
+        CURRENT.try_with(|c| *c).ok()
+    }
+
+    /// Run `f` in this trace: sends it makes without a `traceparent` continue it.
+    pub async fn scope<F: Future>(self, f: F) -> F::Output {
+        CURRENT.scope(self, f).await
+    }
+
+    /// Give `message` a `traceparent` unless it has one: a child of the current trace, or a
+    /// new trace. Returns the context it carries.
+    pub fn inject(message: &mut Message) -> Self {
+        if let Some(existing) = Self::of(message) {
+            return existing;
+        }
+        let ctx = Self::current()
+            .map(|c| c.child())
+            .unwrap_or_else(Self::new_root);
+        message.headers.insert(
+            TRACEPARENT_HEADER.to_string(),
+            HeaderValue::String(ctx.to_string()),
+        );
+        ctx
+    }
+}
+
+impl fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            hex(&self.trace_id),
+            hex(&self.parent_id),
+            u8::from(self.sampled)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_rejects_malformed() {
+        let t = TraceContext::new_root();
+        assert_eq!(TraceContext::parse(&t.to_string()), Some(t));
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn inject_continues_the_current_trace() {
+        let root = TraceContext::new_root();
+        let mut m = Message::new("x");
+        let carried = root.scope(async { TraceContext::inject(&mut m) }).await;
+        assert_eq!(carried.trace_id, root.trace_id);
+        assert_ne!(carried.parent_id, root.parent_id);
+        assert_eq!(TraceContext::of(&m), Some(carried));
+        let mut outside = Message::new("y");
+        let fresh = TraceContext::inject(&mut outside);
+        assert_ne!(fresh.trace_id, root.trace_id);
+        let mut kept = m.clone();
+        assert_eq!(
+            TraceContext::inject(&mut kept),
+            carried,
+            "an existing header is kept"
+        );
+    }
+}

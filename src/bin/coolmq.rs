@@ -1,0 +1,5 @@
+//! The `coolmq` command line: see `coolmq --help` and README's CLI section.
+
+fn main() -> std::process::ExitCode {
+    coolmq::cli::main()
+}

@@ -1,0 +1,84 @@
+//! `coolmq conformance`: the published conformance suite against the user's own broker.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Args;
+use coolmq_conformance::{Outcome, Target as SuiteTarget};
+
+use super::{CliError, Target};
+
+#[derive(Debug, Args)]
+pub struct Opts {
+    #[command(flatten)]
+    target: Target,
+    /// Run only the cases whose name contains this (e.g. `redelivery`, `confirm::unroutable`).
+    #[arg(long)]
+    filter: Option<String>,
+}
+
+pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    let base = o.target.config()?;
+    let url = base.redacted_url();
+    let memory = base.url.starts_with("memory:");
+    let target = SuiteTarget::new(
+        "target",
+        move |case_id: &str| {
+            let mut config = base.clone();
+            if memory {
+                // Memory brokers are shared by name: one per case keeps cases isolated.
+                config.url = format!("memory://conformance-{case_id}");
+            }
+            config
+        },
+        |c| Box::pin(crate::connect_owned(c)),
+    )
+    .with_unreachable_hint("check the URL and that the broker is running");
+    let w = |e: std::io::Error| CliError::msg(e.to_string());
+    writeln!(out, "coolmq conformance against {url}").map_err(w)?;
+    writeln!(out, "{:<62} {:<12} {:>9}", "case", "result", "time").map_err(w)?;
+    let mut line_error = None;
+    let reports = coolmq_conformance::run_report(&target, o.filter.as_deref(), |r| {
+        let (result, detail) = match &r.outcome {
+            Outcome::Passed => ("pass".to_string(), String::new()),
+            Outcome::Failed(why) => ("FAIL".to_string(), format!("\n    {why}")),
+            Outcome::Unsupported(caps) => {
+                (format!("unsupported: {}", caps.join(", ")), String::new())
+            }
+        };
+        if let Err(e) = writeln!(
+            out,
+            "{:<62} {:<12} {:>8.2}s{detail}",
+            r.name,
+            result,
+            r.elapsed.as_secs_f64()
+        ) {
+            line_error = Some(e);
+        }
+    })
+    .await
+    .map_err(CliError::msg)?;
+    if let Some(e) = line_error {
+        return Err(w(e));
+    }
+    let count = |f: fn(&Outcome) -> bool| reports.iter().filter(|r| f(&r.outcome)).count();
+    let passed = count(|o| matches!(o, Outcome::Passed));
+    let failed = count(|o| matches!(o, Outcome::Failed(_)));
+    let unsupported = count(|o| matches!(o, Outcome::Unsupported(_)));
+    let total: Duration = reports.iter().map(|r| r.elapsed).sum();
+    writeln!(
+        out,
+        "{passed} passed, {failed} failed, {unsupported} unsupported by capability ({:.1}s)",
+        total.as_secs_f64()
+    )
+    .map_err(w)?;
+    if reports.is_empty() {
+        return Err(CliError::msg("no case matches the filter"));
+    }
+    if failed > 0 {
+        return Err(CliError::msg(format!(
+            "{failed} conformance case(s) failed"
+        )));
+    }
+    Ok(())
+}

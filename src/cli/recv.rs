@@ -1,0 +1,76 @@
+//! `coolmq recv`: receive (and acknowledge) messages from the command line.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{json, CliError, Target};
+use crate::Nack;
+
+#[derive(Debug, Args)]
+pub struct Opts {
+    #[command(flatten)]
+    target: Target,
+    /// The queue to receive from.
+    #[arg(long, short)]
+    queue: String,
+    /// Stop after this many messages.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    count: u64,
+    /// Print one JSON object per message and line (id, headers, properties, body as UTF-8
+    /// or base64, attempt, redelivered).
+    #[arg(long)]
+    json: bool,
+    /// Leave the messages in the queue (they are requeued and will be redelivered).
+    #[arg(long)]
+    no_ack: bool,
+    /// Stop when no message arrives for this long (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    let broker = o.target.connect().await?;
+    let prefetch = o.count.clamp(1, 500) as u16;
+    let mut consumer = broker.consumer_with_prefetch(&o.queue, prefetch).await?;
+    let mut held = Vec::new();
+    let mut got = 0;
+    while got < o.count {
+        let Ok(next) = tokio::time::timeout(o.timeout, consumer.recv()).await else {
+            break;
+        };
+        let Some(d) = next? else { break };
+        got += 1;
+        let m = d.message();
+        let line = if o.json {
+            json::message(m, d.attempt(), d.redelivered(), d.queue()).to_string()
+        } else {
+            format!(
+                "{}\tattempt={}\t{}",
+                m.id,
+                d.attempt(),
+                String::from_utf8_lossy(&m.body)
+            )
+        };
+        writeln!(out, "{line}").map_err(|e| CliError::msg(e.to_string()))?;
+        if o.no_ack {
+            held.push(d); // requeued below, after all are read (so none is read twice)
+        } else {
+            d.ack().await?;
+        }
+    }
+    // Last first: a broker that requeues at the head (the memory broker) keeps the order.
+    for d in held.into_iter().rev() {
+        d.nack(Nack::Requeue).await?;
+    }
+    consumer.close().await?;
+    broker.close().await?;
+    if got == 0 {
+        return Err(CliError::msg(format!(
+            "no message arrived on {} within {:?}",
+            o.queue, o.timeout
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,610 @@
+//! The `coolmq` command line: every command against the memory broker (in-process, through
+//! `coolmq::cli::run_args`, since a memory broker lives in one process) and against the local
+//! RabbitMQ and ActiveMQ brokers through the real binary.
+
+use std::collections::HashMap;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coolmq::dead_letter::{ATTEMPTS_HEADER, LAST_ERROR_HEADER, ORIGIN_QUEUE_HEADER};
+use coolmq::{Broker, Destination, HeaderValue, Message, QueueSpec};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+type TestResult = Result<(), Failed>;
+
+fn fail(msg: impl Into<String>) -> Failed {
+    msg.into().into()
+}
+
+fn unique(prefix: &str) -> String {
+    format!("coolmq.test.cli.{prefix}.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Run the CLI in this process; its output, or its error.
+async fn cli(args: &[&str]) -> Result<String, String> {
+    let mut out = Vec::new();
+    let argv = std::iter::once("coolmq").chain(args.iter().copied());
+    let r = coolmq::cli::run_args(argv, &mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    match r {
+        Ok(()) => Ok(text),
+        Err(e) => Err(format!("{}\n(output: {text})", e.0)),
+    }
+}
+
+async fn cli_ok(args: &[&str]) -> Result<String, Failed> {
+    cli(args)
+        .await
+        .map_err(|e| fail(format!("coolmq {}: {e}", args.join(" "))))
+}
+
+/// Run the real binary; (exit success, stdout, stderr).
+fn bin(args: &[&str]) -> Result<(bool, String, String), Failed> {
+    let out = Command::new(env!("CARGO_BIN_EXE_coolmq"))
+        .args(args)
+        .env_remove("COOLMQ_URL")
+        .env_remove("COOLMQ_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("cannot run coolmq: {e}")))?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn json_lines(text: &str) -> Result<Vec<serde_json::Value>, Failed> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| fail(format!("not JSON: {l}: {e}"))))
+        .collect()
+}
+
+/// Put `n` dead-lettered messages (ids `<prefix>-<i>`) into `DLQ.<queue>`, as the worker
+/// would: with origin, attempts and last error.
+async fn fill_dlq(broker: &Broker, queue: &str, prefix: &str, n: usize) -> TestResult {
+    broker.declare_queue(&QueueSpec::new(queue)).await?;
+    let publisher = broker.publisher().await?;
+    let dlq = Destination::queue(format!("DLQ.{queue}"));
+    for i in 0..n {
+        let m = Message::new(format!("body {i}"))
+            .with_id(format!("{prefix}-{i}"))
+            .with_header(ORIGIN_QUEUE_HEADER, queue)
+            .with_header(ATTEMPTS_HEADER, HeaderValue::I32(7))
+            .with_header(LAST_ERROR_HEADER, "card declined")
+            .with_header("coolmq_attempt", HeaderValue::I32(7));
+        publisher.send(&dlq, m).await?;
+    }
+    Ok(())
+}
+
+/// Receive everything in `queue` (acking), ids in order.
+async fn drain(broker: &Broker, queue: &str) -> Result<Vec<Message>, Failed> {
+    let mut c = broker.consumer_with_prefetch(queue, 500).await?;
+    let mut got = Vec::new();
+    while let Ok(Ok(Some(d))) = tokio::time::timeout(Duration::from_millis(500), c.recv()).await {
+        got.push(d.message().clone());
+        d.ack().await?;
+    }
+    c.close().await?;
+    Ok(got)
+}
+
+// ---- memory, in-process --------------------------------------------------------------------
+
+async fn memory_send_recv_json() -> TestResult {
+    let url = format!("memory://{}", uuid::Uuid::new_v4().simple());
+    let q = unique("sr");
+    let out = cli_ok(&[
+        "send",
+        "--url",
+        &url,
+        "-q",
+        &q,
+        "-n",
+        "2",
+        "--body",
+        "hello",
+        "-H",
+        "tenant=eu",
+        "--id-prefix",
+        "m",
+    ])
+    .await?;
+    if out.lines().collect::<Vec<_>>() != ["confirmed m-0", "confirmed m-1"] {
+        return Err(fail(format!("send printed {out:?}")));
+    }
+    let file = std::env::temp_dir().join(format!("coolmq-cli-{}.bin", uuid::Uuid::new_v4()));
+    std::fs::write(&file, [0u8, 159, 146, 150])?;
+    cli_ok(&[
+        "send",
+        "--url",
+        &url,
+        "-q",
+        &q,
+        "--file",
+        file.to_str().unwrap(),
+        "--id-prefix",
+        "b",
+    ])
+    .await?;
+    std::fs::remove_file(&file)?;
+    // --no-ack leaves them; a second recv sees the same ids, redelivered.
+    let first = json_lines(
+        &cli_ok(&[
+            "recv", "--url", &url, "-q", &q, "-n", "3", "--json", "--no-ack",
+        ])
+        .await?,
+    )?;
+    let second =
+        json_lines(&cli_ok(&["recv", "--url", &url, "-q", &q, "-n", "3", "--json"]).await?)?;
+    let ids = |v: &[serde_json::Value]| {
+        v.iter()
+            .map(|j| j["id"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    if ids(&first) != ["m-0", "m-1", "b-0"] || ids(&second) != ids(&first) {
+        return Err(fail(format!(
+            "ids {:?} then {:?}",
+            ids(&first),
+            ids(&second)
+        )));
+    }
+    let m0 = &first[0];
+    let checks = [
+        (m0["body"] == "hello", "utf-8 body"),
+        (m0["body_encoding"] == "utf8", "utf-8 encoding"),
+        (m0["headers"]["tenant"] == "eu", "header"),
+        (
+            m0["attempt"] == 1 && m0["redelivered"] == false,
+            "first attempt",
+        ),
+        (m0["properties"]["persistent"] == true, "persistent"),
+        (
+            first[2]["body_encoding"] == "base64" && first[2]["body"] == "AJ+Slg==",
+            "base64 body",
+        ),
+        (
+            second[0]["redelivered"] == true,
+            "redelivered after --no-ack",
+        ),
+    ];
+    for (ok, what) in checks {
+        if !ok {
+            return Err(fail(format!("{what}: {m0} / {}", first[2])));
+        }
+    }
+    match cli(&["recv", "--url", &url, "-q", &q, "--timeout", "200ms"]).await {
+        Err(e) if e.contains("no message arrived") => Ok(()),
+        other => Err(fail(format!("recv on an empty queue: {other:?}"))),
+    }
+}
+
+async fn memory_bad_arguments_are_clear() -> TestResult {
+    let cases: [(&[&str], &str); 5] = [
+        (&["send", "-q", "x"], "no broker given"),
+        (&["send", "--url", "nosuch://h", "-q", "x"], "unknown"),
+        (
+            &["send", "--url", "memory://", "-q", "x", "-H", "novalue"],
+            "expected NAME=VALUE",
+        ),
+        (
+            &[
+                "send",
+                "--url",
+                "memory://",
+                "-q",
+                "x",
+                "--file",
+                "/nonexistent/file",
+            ],
+            "cannot read",
+        ),
+        (
+            &["bench", "--url", "memory://", "--window", "0"],
+            "at least 1",
+        ),
+    ];
+    for (args, want) in cases {
+        match cli(args).await {
+            Err(e) if e.to_lowercase().contains(&want.to_lowercase()) => {}
+            other => {
+                return Err(fail(format!(
+                    "coolmq {}: {other:?}, want an error with {want:?}",
+                    args.join(" ")
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn memory_bench_reports() -> TestResult {
+    let url = format!("memory://{}", uuid::Uuid::new_v4().simple());
+    let out = cli_ok(&[
+        "bench",
+        "--url",
+        &url,
+        "-n",
+        "500",
+        "--size",
+        "64",
+        "--window",
+        "32",
+        "--prefetch",
+        "50",
+    ])
+    .await?;
+    for want in [
+        "publish",
+        "confirm   p50",
+        "p99",
+        "consume",
+        "(500 confirmed, 0 failed",
+        "(500 acked",
+    ] {
+        if !out.contains(want) {
+            return Err(fail(format!("bench output lacks {want:?}:\n{out}")));
+        }
+    }
+    Ok(())
+}
+
+async fn memory_conformance_table() -> TestResult {
+    // Through --config: the lost-confirm case waits for the configured confirm timeout.
+    let path = std::env::temp_dir().join(format!("coolmq-cli-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, "url = \"memory://\"\nconfirm_timeout = \"300ms\"\n")?;
+    let out = cli_ok(&[
+        "conformance",
+        "--config",
+        path.to_str().unwrap(),
+        "--filter",
+        "confirm::",
+    ])
+    .await;
+    std::fs::remove_file(&path)?;
+    let out = out?;
+    if !out.contains("confirm::unroutable_queue_returns_the_message")
+        || !out.contains("7 passed, 0 failed")
+    {
+        return Err(fail(format!("table:\n{out}")));
+    }
+    match cli(&[
+        "conformance",
+        "--url",
+        "memory://",
+        "--filter",
+        "no-such-case",
+    ])
+    .await
+    {
+        Err(e) if e.contains("no case matches") => Ok(()),
+        other => Err(fail(format!("empty filter: {other:?}"))),
+    }
+}
+
+async fn memory_dlq_list_peek_replay_purge() -> TestResult {
+    let name = uuid::Uuid::new_v4().simple().to_string();
+    let url = format!("memory://{name}");
+    let broker = coolmq::connect_url(&url).await?;
+    let q = unique("dlq");
+    fill_dlq(&broker, &q, "d", 5).await?;
+    let list = cli_ok(&["dlq", "list", "--url", &url, "-q", &q, "--timeout", "200ms"]).await?;
+    if !list.contains(&format!("d-0\t{q}\t7\t"))
+        || !list.contains("card declined")
+        || !list.contains("5 message(s)")
+    {
+        return Err(fail(format!("list:\n{list}")));
+    }
+    let peek = json_lines(
+        &cli_ok(&[
+            "dlq",
+            "peek",
+            "--url",
+            &url,
+            "-q",
+            &q,
+            "-n",
+            "2",
+            "--json",
+            "--timeout",
+            "200ms",
+        ])
+        .await?,
+    )?;
+    if peek.len() != 2 || peek[0]["headers"][LAST_ERROR_HEADER] != "card declined" {
+        return Err(fail(format!("peek: {peek:?}")));
+    }
+    if broker.queue_depth(&format!("DLQ.{q}")).await? != 5 {
+        return Err(fail("list/peek removed messages"));
+    }
+    let replay = cli_ok(&[
+        "dlq",
+        "replay",
+        "--url",
+        &url,
+        "-q",
+        &q,
+        "-n",
+        "3",
+        "--timeout",
+        "200ms",
+    ])
+    .await?;
+    if !replay.contains("replayed 3") {
+        return Err(fail(format!("replay: {replay}")));
+    }
+    let back = drain(&broker, &q).await?;
+    let reset = back.iter().all(|m| {
+        !m.headers.contains_key(ATTEMPTS_HEADER)
+            && !m.headers.contains_key("coolmq_attempt")
+            && !m.headers.contains_key(LAST_ERROR_HEADER)
+    });
+    if back.iter().map(|m| m.id.as_str()).collect::<Vec<_>>() != ["d-0", "d-1", "d-2"] || !reset {
+        return Err(fail(format!("replayed into {q}: {back:?}")));
+    }
+    match cli(&[
+        "dlq",
+        "purge",
+        "--url",
+        &url,
+        "-q",
+        &q,
+        "--timeout",
+        "200ms",
+    ])
+    .await
+    {
+        Err(e) if e.contains("--yes") => {}
+        other => {
+            return Err(fail(format!(
+                "purge without --yes on a non-terminal: {other:?}"
+            )))
+        }
+    }
+    let purge = cli_ok(&[
+        "dlq",
+        "purge",
+        "--url",
+        &url,
+        "-q",
+        &q,
+        "--yes",
+        "--timeout",
+        "200ms",
+    ])
+    .await?;
+    if !purge.contains("purged 2") || broker.queue_depth(&format!("DLQ.{q}")).await? != 0 {
+        return Err(fail(format!("purge: {purge}")));
+    }
+    Ok(())
+}
+
+/// Interrupt a replay halfway (its future dropped mid-run, as a Ctrl-C would): every message is
+/// in the origin queue or still in the DLQ; at most the one in flight is in both.
+async fn memory_replay_interrupted_loses_nothing() -> TestResult {
+    let url = format!("memory://{}", uuid::Uuid::new_v4().simple());
+    let broker = coolmq::connect_url(&url).await?;
+    let q = unique("interrupt");
+    fill_dlq(&broker, &q, "i", 100).await?;
+    let _ = tokio::time::timeout(
+        Duration::from_millis(250),
+        cli(&["dlq", "replay", "--url", &url, "-q", &q, "--rate", "200"]),
+    )
+    .await;
+    tally(&broker, &q, "i", 100).await
+}
+
+/// Every `<prefix>-<i>` is in the origin queue or the DLQ; at most one in both.
+async fn tally(broker: &Broker, q: &str, prefix: &str, n: usize) -> TestResult {
+    let origin = drain(broker, q).await?;
+    let dlq = drain(broker, &format!("DLQ.{q}")).await?;
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for m in origin.iter().chain(&dlq) {
+        *copies.entry(m.id.clone()).or_default() += 1;
+    }
+    let lost = (0..n)
+        .filter(|i| !copies.contains_key(&format!("{prefix}-{i}")))
+        .count();
+    let duplicated = copies.values().filter(|c| **c > 1).count();
+    println!(
+        "replay interrupted: moved={} left={} lost={lost} duplicated={duplicated}",
+        origin.len(),
+        dlq.len()
+    );
+    if lost > 0 || duplicated > 1 || origin.is_empty() || dlq.is_empty() {
+        return Err(fail(format!(
+            "moved {} left {} lost {lost} duplicated {duplicated} (want 0 lost, ≤ 1 duplicated, interrupted halfway)",
+            origin.len(),
+            dlq.len()
+        )));
+    }
+    Ok(())
+}
+
+// ---- real brokers, through the binary ------------------------------------------------------
+
+fn url_of(var: &str) -> Result<String, Failed> {
+    std::env::var(var).map_err(|_| fail(format!("{var} is not set (scripts/test sets it)")))
+}
+
+async fn broker_send_recv(var: &'static str) -> TestResult {
+    let url = url_of(var)?;
+    let q = unique("bin");
+    let (ok, out, err) = bin(&[
+        "send",
+        "--url",
+        &url,
+        "-q",
+        &q,
+        "-n",
+        "3",
+        "--body",
+        "hi",
+        "-H",
+        "k=v",
+        "--id-prefix",
+        "x",
+    ])?;
+    if !ok || out.lines().count() != 3 {
+        return Err(fail(format!("send: {out} {err}")));
+    }
+    let (ok, out, err) = bin(&["recv", "--url", &url, "-q", &q, "-n", "3", "--json"])?;
+    let lines = json_lines(&out)?;
+    let broker = coolmq::connect_url(&url).await?;
+    broker.delete_queue(&q).await.ok();
+    broker.delete_queue(&format!("DLQ.{q}")).await.ok();
+    if !ok || lines.len() != 3 || lines[0]["headers"]["k"] != "v" || lines[2]["id"] != "x-2" {
+        return Err(fail(format!("recv: {out} {err}")));
+    }
+    if err.contains(":coolmq@") || err.contains(":guest@") {
+        return Err(fail(format!("credentials on stderr: {err}")));
+    }
+    Ok(())
+}
+
+async fn broker_conformance(var: &'static str) -> TestResult {
+    let url = url_of(var)?;
+    let (ok, out, err) = bin(&["conformance", "--url", &url, "--filter", "confirm::"])?;
+    println!("{out}");
+    if !ok || !out.contains("0 failed") || out.contains(":guest@") || out.contains(":coolmq@") {
+        return Err(fail(format!("conformance: {out}\n{err}")));
+    }
+    Ok(())
+}
+
+async fn broker_bench(var: &'static str) -> TestResult {
+    let url = url_of(var)?;
+    let (ok, out, err) = bin(&["bench", "--url", &url, "-n", "2000", "--size", "256"])?;
+    if !ok || !out.contains("(2000 confirmed, 0 failed") || !out.contains("(2000 acked") {
+        return Err(fail(format!("bench: {out}\n{err}")));
+    }
+    println!("{out}");
+    Ok(())
+}
+
+async fn broker_wrong_password_is_redacted(var: &'static str) -> TestResult {
+    let url = url_of(var)?;
+    let mut u = url::Url::parse(&url).map_err(|e| fail(e.to_string()))?;
+    u.set_password(Some("hunter2-not-it"))
+        .map_err(|_| fail("cannot set password"))?;
+    let (ok, out, err) = bin(&["recv", "--url", u.as_str(), "-q", "x", "--timeout", "1s"])?;
+    let last = err.lines().last().unwrap_or_default();
+    if ok || (out + &err).contains("hunter2") || !last.starts_with("error: authentication-failed") {
+        return Err(fail(format!("wrong password: ok={ok} stderr={err}")));
+    }
+    Ok(())
+}
+
+/// SIGKILL `coolmq dlq replay` halfway: nothing lost, at most the message in flight doubled.
+async fn broker_replay_killed_halfway(var: &'static str) -> TestResult {
+    let url = url_of(var)?;
+    let broker = coolmq::connect_url(&url).await?;
+    let q = unique("kill");
+    fill_dlq(&broker, &q, "k", 200).await?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coolmq"))
+        .args(["dlq", "replay", "--url", &url, "-q", &q, "--rate", "100"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let start = Instant::now();
+    loop {
+        let moved = broker.queue_depth(&q).await?;
+        if moved >= 50 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            return Err(fail(format!("replay moved only {moved} in 30 s")));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill()?;
+    child.wait()?;
+    let r = tally(&broker, &q, "k", 200).await;
+    broker.delete_queue(&q).await.ok();
+    broker.delete_queue(&format!("DLQ.{q}")).await.ok();
+    r
+}
+
+type CaseFn = Arc<dyn Fn() -> futures::future::BoxFuture<'static, TestResult> + Send + Sync>;
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let rt = Arc::new(tokio::runtime::Runtime::new().expect("runtime"));
+    let mut cases: Vec<(String, CaseFn)> = vec![
+        (
+            "memory::send_recv_json".into(),
+            Arc::new(|| Box::pin(memory_send_recv_json())),
+        ),
+        (
+            "memory::bad_arguments_are_clear".into(),
+            Arc::new(|| Box::pin(memory_bad_arguments_are_clear())),
+        ),
+        (
+            "memory::bench_reports".into(),
+            Arc::new(|| Box::pin(memory_bench_reports())),
+        ),
+        (
+            "memory::conformance_table".into(),
+            Arc::new(|| Box::pin(memory_conformance_table())),
+        ),
+        (
+            "memory::dlq_list_peek_replay_purge".into(),
+            Arc::new(|| Box::pin(memory_dlq_list_peek_replay_purge())),
+        ),
+        (
+            "memory::dlq_replay_interrupted_loses_nothing".into(),
+            Arc::new(|| Box::pin(memory_replay_interrupted_loses_nothing())),
+        ),
+    ];
+    for (name, var) in [
+        ("rabbit", "COOLMQ_TEST_RABBIT_URL"),
+        ("artemis", "COOLMQ_TEST_ARTEMIS_URL"),
+        ("activemq", "COOLMQ_TEST_ACTIVEMQ_URL"),
+    ] {
+        cases.push((
+            format!("{name}::send_recv_json"),
+            Arc::new(move || Box::pin(broker_send_recv(var))),
+        ));
+        cases.push((
+            format!("{name}::wrong_password_is_redacted"),
+            Arc::new(move || Box::pin(broker_wrong_password_is_redacted(var))),
+        ));
+        cases.push((
+            format!("{name}::conformance_table"),
+            Arc::new(move || Box::pin(broker_conformance(var))),
+        ));
+        if name == "rabbit" {
+            cases.push((
+                format!("{name}::bench_reports"),
+                Arc::new(move || Box::pin(broker_bench(var))),
+            ));
+            cases.push((
+                format!("{name}::dlq_replay_killed_halfway"),
+                Arc::new(move || Box::pin(broker_replay_killed_halfway(var))),
+            ));
+        }
+    }
+    let trials = cases
+        .into_iter()
+        .map(|(name, f)| {
+            let var = match name.split("::").next() {
+                Some("rabbit") => Some("COOLMQ_TEST_RABBIT_URL"),
+                Some("artemis") => Some("COOLMQ_TEST_ARTEMIS_URL"),
+                Some("activemq") => Some("COOLMQ_TEST_ACTIVEMQ_URL"),
+                _ => None,
+            };
+            if let Some(var) = var.filter(|v| std::env::var_os(v).is_none()) {
+                return Trial::test(name, || Ok(()))
+                    .with_kind(format!("needs {var} (scripts/test sets it)"))
+                    .with_ignored_flag(true);
+            }
+            let rt = rt.clone();
+            Trial::test(name, move || rt.block_on(f()))
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
+}
