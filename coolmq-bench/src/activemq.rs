@@ -69,7 +69,11 @@ fn raw_message(i: usize, size: usize) -> AmqpMessage {
             creation_time: Some(Timestamp::from_milliseconds(now)),
             ..Default::default()
         }),
-        application_properties: Some(ApplicationProperties::default()),
+        application_properties: Some(
+            ApplicationProperties::builder()
+                .insert("traceparent", coolmq::TraceContext::new_root().to_string())
+                .build(),
+        ),
         body: Body::from(Data(Binary::from(vec![b'x'; size]))),
         footer: None,
     }

@@ -55,7 +55,8 @@ impl Args {
 }
 
 /// The properties raw lapin sends: the same on the wire as coolmq's (persistent, message id,
-/// timestamp with its millisecond header), so both sides do the same work.
+/// timestamp with its millisecond header, a W3C `traceparent` as a traced application
+/// sends), so both sides do the same work.
 fn raw_props(i: usize) -> BasicProperties {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -64,6 +65,10 @@ fn raw_props(i: usize) -> BasicProperties {
     headers.insert(
         "timestamp_in_ms".into(),
         AMQPValue::LongLongInt(now.as_millis() as i64),
+    );
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(coolmq::TraceContext::new_root().to_string().into()),
     );
     BasicProperties::default()
         .with_delivery_mode(2)

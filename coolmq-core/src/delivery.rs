@@ -39,6 +39,7 @@ pub struct DeliveryContext {
     pub capabilities: Capabilities,
     /// The backend's name.
     pub backend: &'static str,
+    metrics: crate::observe::Handles,
 }
 
 impl DeliveryContext {
@@ -49,6 +50,7 @@ impl DeliveryContext {
             dead_letter_queue: options.dead_letter_queue.clone(),
             capabilities: info.capabilities,
             backend: info.name,
+            metrics: crate::observe::Handles::new(info.name),
         }
     }
 }
@@ -152,7 +154,7 @@ impl Delivery {
         let span = self.settle_span("ack");
         let r = self.take_acker().ack().instrument(span).await;
         if r.is_ok() {
-            crate::observe::count(crate::observe::ACKED, self.context.backend);
+            self.context.metrics.acked.increment(1);
         }
         r
     }
@@ -186,15 +188,14 @@ impl Delivery {
             Nack::RetryAfter(_) => self.settle_span("retry-after"),
             Nack::DeadLetter(_) => self.settle_span("dead-letter"),
         };
-        let backend = self.context.backend;
         let metric = if matches!(how, Nack::DeadLetter(_)) {
-            crate::observe::DEAD_LETTERED
+            self.context.metrics.dead_lettered.clone()
         } else {
-            crate::observe::REDELIVERED
+            self.context.metrics.redelivered.clone()
         };
         let r = self.nack_inner(how).instrument(span).await;
         if r.is_ok() {
-            crate::observe::count(metric, backend);
+            metric.increment(1);
         }
         r
     }
@@ -228,13 +229,13 @@ impl Delivery {
     /// (confirmed before the original is acknowledged) and describe what was done.
     pub async fn dead_letter(self, reason: &str) -> Result<DeadLetterEvent> {
         let span = self.settle_span("dead-letter");
-        let backend = self.context.backend;
+        let metric = self.context.metrics.dead_lettered.clone();
         let r = self
             .dead_letter_inner(reason)
             .instrument(span.clone())
             .await;
         if let Ok(event) = &r {
-            crate::observe::count(crate::observe::DEAD_LETTERED, backend);
+            metric.increment(1);
             tracing::info!(parent: &span, dead_letter_queue = %event.dead_letter_queue, attempts = event.attempts, reason, "dead-lettered");
         }
         r

@@ -2,7 +2,7 @@
 //! and coolmq's counters appear; without one they cost next to nothing. Every metric carries
 //! a `backend` label (`memory`, `rabbit`, `activemq`).
 
-use metrics::{counter, gauge};
+use metrics::{counter, gauge, Counter, Gauge};
 
 /// Sends started.
 pub const PUBLISHED: &str = "coolmq_published_total";
@@ -40,23 +40,57 @@ pub fn describe() {
     describe_counter!(DEAD_LETTERED, "Deliveries moved to their dead-letter queue");
 }
 
-pub(crate) fn count(name: &'static str, backend: &'static str) {
-    counter!(name, "backend" => backend).increment(1);
+/// One backend's metric handles, registered once when a publisher or consumer is made (the
+/// `metrics` way: no key building or lookup per message). Install the recorder before
+/// connecting.
+#[derive(Clone)]
+pub(crate) struct Handles {
+    pub published: Counter,
+    pub confirmed: Counter,
+    pub nacked: Counter,
+    pub returned: Counter,
+    pub send_failed: Counter,
+    pub in_flight: Gauge,
+    pub acked: Counter,
+    pub redelivered: Counter,
+    pub dead_lettered: Counter,
 }
 
-/// Counts a send as in flight until dropped.
-pub(crate) struct InFlight(&'static str);
-
-impl InFlight {
-    pub fn start(backend: &'static str) -> Self {
-        count(PUBLISHED, backend);
-        gauge!(IN_FLIGHT, "backend" => backend).increment(1.0);
-        InFlight(backend)
+impl Handles {
+    pub fn new(backend: &'static str) -> Self {
+        Handles {
+            published: counter!(PUBLISHED, "backend" => backend),
+            confirmed: counter!(CONFIRMED, "backend" => backend),
+            nacked: counter!(NACKED, "backend" => backend),
+            returned: counter!(RETURNED, "backend" => backend),
+            send_failed: counter!(SEND_FAILED, "backend" => backend),
+            in_flight: gauge!(IN_FLIGHT, "backend" => backend),
+            acked: counter!(ACKED, "backend" => backend),
+            redelivered: counter!(REDELIVERED, "backend" => backend),
+            dead_lettered: counter!(DEAD_LETTERED, "backend" => backend),
+        }
     }
 }
 
-impl Drop for InFlight {
+impl std::fmt::Debug for Handles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handles")
+    }
+}
+
+/// Counts a send as in flight until dropped.
+pub(crate) struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    pub fn start(handles: &'a Handles) -> Self {
+        handles.published.increment(1);
+        handles.in_flight.increment(1.0);
+        InFlight(&handles.in_flight)
+    }
+}
+
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        gauge!(IN_FLIGHT, "backend" => self.0).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }

@@ -112,6 +112,7 @@ pub struct Publisher {
     inner: Arc<dyn PublisherBackend>,
     capabilities: Capabilities,
     backend: &'static str,
+    metrics: Arc<crate::observe::Handles>,
 }
 
 impl fmt::Debug for Publisher {
@@ -133,6 +134,7 @@ impl Publisher {
             inner,
             capabilities,
             backend,
+            metrics: Arc::new(crate::observe::Handles::new(backend)),
         }
     }
 
@@ -168,7 +170,7 @@ impl Publisher {
             trace_id = %trace.trace_id_hex(),
             outcome = tracing::field::Empty,
         );
-        let _in_flight = crate::observe::InFlight::start(self.backend);
+        let _in_flight = crate::observe::InFlight::start(&self.metrics);
         if let Err(e) = check_send(
             &self.capabilities,
             self.backend,
@@ -177,7 +179,7 @@ impl Publisher {
             options,
         ) {
             span.record("outcome", e.kind().as_str());
-            crate::observe::count(crate::observe::SEND_FAILED, self.backend);
+            self.metrics.send_failed.increment(1);
             return Err(SendError::new(e, message));
         }
         let result = self
@@ -186,17 +188,17 @@ impl Publisher {
             .instrument(span.clone())
             .await;
         let (outcome, metric) = match &result {
-            Ok(_) => ("confirmed", crate::observe::CONFIRMED),
+            Ok(_) => ("confirmed", &self.metrics.confirmed),
             Err(e) => match e.kind() {
                 ErrorKind::Nacked | ErrorKind::Rejected => {
-                    (e.kind().as_str(), crate::observe::NACKED)
+                    (e.kind().as_str(), &self.metrics.nacked)
                 }
-                ErrorKind::Unroutable => ("returned", crate::observe::RETURNED),
-                other => (other.as_str(), crate::observe::SEND_FAILED),
+                ErrorKind::Unroutable => ("returned", &self.metrics.returned),
+                other => (other.as_str(), &self.metrics.send_failed),
             },
         };
         span.record("outcome", outcome);
-        crate::observe::count(metric, self.backend);
+        metric.increment(1);
         match &result {
             Ok(_) => tracing::debug!(parent: &span, "coolmq.confirm"),
             Err(e) => tracing::debug!(parent: &span, error = %e.error(), "send not confirmed"),
