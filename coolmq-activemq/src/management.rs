@@ -244,30 +244,17 @@ pub(crate) async fn delete_queue(link: &Link, flavor: Flavor, queue: &str) -> Re
     match flavor {
         Flavor::Artemis => {
             artemis_unbind_all(link, queue).await?;
-            let reply = request(
-                link,
-                "activemq.management",
-                vec![
-                    ("_AMQ_ResourceName", SimpleValue::String("broker".into())),
-                    (
-                        "_AMQ_OperationName",
-                        SimpleValue::String("destroyQueue".into()),
-                    ),
-                ],
-                Value::String(format!("[\"{}\", true, true]", queue.replace('"', "\\\""))),
-            )
-            .await?;
-            let text = body_text(&reply);
-            if artemis_succeeded(&reply)
-                || text.contains("AMQ229017")
-                || text.contains("does not exist")
-            {
-                Ok(())
-            } else {
-                Err(Error::new(
-                    ErrorKind::Unexpected,
-                    format!("destroyQueue {queue:?} failed: {text}"),
-                ))
+            let args = format!("[{}, true, true]", json_str(queue));
+            match artemis_broker_op(link, "destroyQueue", args).await {
+                Ok(_) => Ok(()),
+                // AMQ229017: no such queue — already gone.
+                Err(e)
+                    if e.to_string().contains("AMQ229017")
+                        || e.to_string().contains("does not exist") =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(e.with_context("queue", queue)),
             }
         }
         // Classic has no management over AMQP; its destinations are garbage-collected when

@@ -100,3 +100,69 @@ pub(crate) fn statements(sql: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Apply the `(version, description, sql)` migrations not yet recorded in `coolmq_schema`,
+/// inside the transaction `$tx`; the two statements differ per database only in their
+/// placeholders.
+macro_rules! apply_migrations {
+    ($tx:expr, $migrations:expr, $select:literal, $insert:literal) => {{
+        sqlx::query($crate::database::MIGRATIONS_TABLE)
+            .execute(&mut *$tx)
+            .await
+            .map_err(|e| db(e, "create coolmq_schema"))?;
+        for (version, description, sql) in $migrations {
+            let applied = sqlx::query($select)
+                .bind(version)
+                .fetch_optional(&mut *$tx)
+                .await
+                .map_err(|e| db(e, "read coolmq_schema"))?;
+            if applied.is_some() {
+                continue;
+            }
+            for statement in $crate::database::statements(sql) {
+                sqlx::query(&statement)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(|e| db(e, &format!("migration {version}")))?;
+            }
+            sqlx::query($insert)
+                .bind(version)
+                .bind(description)
+                .bind(now_ms())
+                .execute(&mut *$tx)
+                .await
+                .map_err(|e| db(e, "record migration"))?;
+        }
+    }};
+}
+pub(crate) use apply_migrations;
+
+/// An [`OutboxRow`] from a result row of `COLUMNS` (any sqlx row type).
+macro_rules! read_outbox_row {
+    ($r:expr) => {
+        (|| -> std::result::Result<OutboxRow, sqlx::Error> {
+            Ok(OutboxRow {
+                id: $r.try_get("id")?,
+                destination_kind: $r.try_get("destination_kind")?,
+                destination: $r.try_get("destination")?,
+                body: $r.try_get("body")?,
+                headers: $r.try_get("headers")?,
+                content_type: $r.try_get("content_type")?,
+                correlation_id: $r.try_get("correlation_id")?,
+                reply_to: $r.try_get("reply_to")?,
+                kind: $r.try_get("kind")?,
+                priority: $r.try_get("priority")?,
+                persistent: $r.try_get("persistent")?,
+                ttl_ms: $r.try_get("ttl_ms")?,
+                timestamp_ms: $r.try_get("timestamp_ms")?,
+                attempts: $r.try_get("attempts")?,
+            })
+        })()
+    };
+}
+pub(crate) use read_outbox_row;
+
+/// The columns `claim` reads, in `read_outbox_row!`'s terms.
+pub(crate) const COLUMNS: &str = "id, destination_kind, destination, body, headers, \
+    content_type, correlation_id, reply_to, kind, priority, persistent, ttl_ms, timestamp_ms, \
+    attempts";

@@ -11,7 +11,9 @@ use coolmq_core::Result;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, Pool, Postgres, Row as _};
 
-use crate::database::{Claim, OutboxCounts, OutboxDatabase, Wakeups, MIGRATIONS_TABLE};
+use crate::database::{
+    apply_migrations, read_outbox_row, Claim, OutboxCounts, OutboxDatabase, Wakeups, COLUMNS,
+};
 use crate::error::db;
 use crate::row::{now_ms, OutboxRow, Settle};
 
@@ -26,28 +28,6 @@ pub const CHANNEL: &str = "coolmq_outbox";
 
 /// Serialises concurrent migrations (several processes starting at once).
 const MIGRATION_LOCK: i64 = 0x636f_6f6c_6d71; // "coolmq"
-
-const COLUMNS: &str = "id, destination_kind, destination, body, headers, content_type, \
-    correlation_id, reply_to, kind, priority, persistent, ttl_ms, timestamp_ms, attempts";
-
-fn read_row(r: &sqlx::postgres::PgRow) -> std::result::Result<OutboxRow, sqlx::Error> {
-    Ok(OutboxRow {
-        id: r.try_get("id")?,
-        destination_kind: r.try_get("destination_kind")?,
-        destination: r.try_get("destination")?,
-        body: r.try_get("body")?,
-        headers: r.try_get("headers")?,
-        content_type: r.try_get("content_type")?,
-        correlation_id: r.try_get("correlation_id")?,
-        reply_to: r.try_get("reply_to")?,
-        kind: r.try_get("kind")?,
-        priority: r.try_get("priority")?,
-        persistent: r.try_get("persistent")?,
-        ttl_ms: r.try_get("ttl_ms")?,
-        timestamp_ms: r.try_get("timestamp_ms")?,
-        attempts: r.try_get("attempts")?,
-    })
-}
 
 struct Listener(PgListener);
 
@@ -73,35 +53,12 @@ impl OutboxDatabase for Postgres {
             .execute(&mut *tx)
             .await
             .map_err(|e| db(e, "lock migrations"))?;
-        sqlx::query(MIGRATIONS_TABLE)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db(e, "create coolmq_schema"))?;
-        for (version, description, sql) in MIGRATIONS {
-            let applied = sqlx::query("SELECT 1 FROM coolmq_schema WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| db(e, "read coolmq_schema"))?;
-            if applied.is_some() {
-                continue;
-            }
-            for statement in crate::database::statements(sql) {
-                sqlx::query(&statement)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| db(e, &format!("migration {version}")))?;
-            }
-            sqlx::query(
-                "INSERT INTO coolmq_schema (version, description, applied_at) VALUES ($1, $2, $3)",
-            )
-            .bind(version)
-            .bind(description)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db(e, "record migration"))?;
-        }
+        apply_migrations!(
+            tx,
+            MIGRATIONS,
+            "SELECT 1 FROM coolmq_schema WHERE version = $1",
+            "INSERT INTO coolmq_schema (version, description, applied_at) VALUES ($1, $2, $3)"
+        );
         tx.commit().await.map_err(|e| db(e, "commit migration"))
     }
 
@@ -155,7 +112,7 @@ impl OutboxDatabase for Postgres {
         .map_err(|e| db(e, "claim outbox rows"))?;
         let rows = rows
             .iter()
-            .map(read_row)
+            .map(|r| read_outbox_row!(r))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| db(e, "read outbox row"))?;
         if rows.is_empty() {

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use coolmq_core::Result;
 use sqlx::{Pool, Row as _, Sqlite, SqliteConnection};
 
-use crate::database::{Claim, OutboxCounts, OutboxDatabase, Wakeups, MIGRATIONS_TABLE};
+use crate::database::{
+    apply_migrations, read_outbox_row, Claim, OutboxCounts, OutboxDatabase, Wakeups, COLUMNS,
+};
 use crate::error::db;
 use crate::row::{now_ms, OutboxRow, Settle};
 
@@ -18,63 +20,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     include_str!("migrations/sqlite_0001_outbox.sql"),
 )];
 
-const COLUMNS: &str = "id, destination_kind, destination, body, headers, content_type, \
-    correlation_id, reply_to, kind, priority, persistent, ttl_ms, timestamp_ms, attempts";
-
-fn read_row(r: &sqlx::sqlite::SqliteRow) -> std::result::Result<OutboxRow, sqlx::Error> {
-    Ok(OutboxRow {
-        id: r.try_get("id")?,
-        destination_kind: r.try_get("destination_kind")?,
-        destination: r.try_get("destination")?,
-        body: r.try_get("body")?,
-        headers: r.try_get("headers")?,
-        content_type: r.try_get("content_type")?,
-        correlation_id: r.try_get("correlation_id")?,
-        reply_to: r.try_get("reply_to")?,
-        kind: r.try_get("kind")?,
-        priority: r.try_get("priority")?,
-        persistent: r.try_get("persistent")?,
-        ttl_ms: r.try_get("ttl_ms")?,
-        timestamp_ms: r.try_get("timestamp_ms")?,
-        attempts: r.try_get("attempts")?,
-    })
-}
-
 #[async_trait]
 impl OutboxDatabase for Sqlite {
     const NAME: &'static str = "sqlite";
 
     async fn migrate(pool: &Pool<Self>) -> Result<()> {
         let mut tx = pool.begin().await.map_err(|e| db(e, "begin migration"))?;
-        sqlx::query(MIGRATIONS_TABLE)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db(e, "create coolmq_schema"))?;
-        for (version, description, sql) in MIGRATIONS {
-            let applied = sqlx::query("SELECT 1 FROM coolmq_schema WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| db(e, "read coolmq_schema"))?;
-            if applied.is_some() {
-                continue;
-            }
-            for statement in crate::database::statements(sql) {
-                sqlx::query(&statement)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| db(e, &format!("migration {version}")))?;
-            }
-            sqlx::query(
-                "INSERT INTO coolmq_schema (version, description, applied_at) VALUES (?, ?, ?)",
-            )
-            .bind(version)
-            .bind(description)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db(e, "record migration"))?;
-        }
+        apply_migrations!(
+            tx,
+            MIGRATIONS,
+            "SELECT 1 FROM coolmq_schema WHERE version = ?",
+            "INSERT INTO coolmq_schema (version, description, applied_at) VALUES (?, ?, ?)"
+        );
         tx.commit().await.map_err(|e| db(e, "commit migration"))
     }
 
@@ -134,7 +91,10 @@ impl OutboxDatabase for Sqlite {
         let mut claimed = Vec::with_capacity(rows.len());
         for r in &rows {
             let seq: i64 = r.try_get("seq").map_err(|e| db(e, "read outbox row"))?;
-            claimed.push((seq, read_row(r).map_err(|e| db(e, "read outbox row"))?));
+            claimed.push((
+                seq,
+                read_outbox_row!(r).map_err(|e| db(e, "read outbox row"))?,
+            ));
         }
         claimed.sort_by_key(|(seq, _)| *seq);
         Ok(Claim {
