@@ -32,6 +32,23 @@ pub struct Opts {
     queue: Option<String>,
 }
 
+/// A progress bar on stderr (hidden when stderr is not a terminal): a bar when the total is
+/// known, a counter otherwise.
+pub(super) fn progress(total: Option<u64>, what: &str) -> ProgressBar {
+    match total {
+        Some(n) => bar(n, what),
+        None => {
+            let pb = ProgressBar::new_spinner();
+            pb.set_style(
+                ProgressStyle::with_template("{prefix:>8} {spinner} {pos} {per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            pb.set_prefix(what.to_string());
+            pb
+        }
+    }
+}
+
 fn bar(n: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(n);
     pb.set_style(

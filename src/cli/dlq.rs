@@ -227,6 +227,8 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
             let limit = count.unwrap_or(u64::MAX);
             let pause = rate.map(|r| Duration::from_secs_f64(1.0 / r));
             let mut moved = 0u64;
+            let total = broker.queue_depth(&dlq).await.ok().map(|n| n.min(limit));
+            let progress = super::bench::progress(total, "replay");
             while moved < limit {
                 let Ok(next) = tokio::time::timeout(common.timeout, consumer.recv()).await else {
                     break;
@@ -244,10 +246,12 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
                     .map_err(crate::Error::from)?;
                 d.ack().await?;
                 moved += 1;
+                progress.inc(1);
                 if let Some(p) = pause {
                     tokio::time::sleep(p).await;
                 }
             }
+            progress.finish_and_clear();
             consumer.close().await?;
             writeln!(out, "replayed {moved} message(s) from {dlq}").map_err(w)?;
             broker.close().await?;
@@ -274,13 +278,16 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
                     return Ok(());
                 }
             }
+            let progress = super::bench::progress(broker.queue_depth(&dlq).await.ok(), "purge");
             let mut consumer = broker.consumer_with_prefetch(&dlq, 500).await?;
             let mut purged = 0u64;
             while let Ok(next) = tokio::time::timeout(common.timeout, consumer.recv()).await {
                 let Some(d) = next? else { break };
                 d.ack().await?;
                 purged += 1;
+                progress.inc(1);
             }
+            progress.finish_and_clear();
             consumer.close().await?;
             writeln!(out, "purged {purged} message(s) from {dlq}").map_err(w)?;
             broker.close().await?;
