@@ -55,7 +55,7 @@ impl Consumer {
                 "coolmq.consume",
                 queue = %self.queue,
                 message_id = %d.message().id,
-                trace_id = %d.trace_context().map(|t| t.trace_id_hex()).unwrap_or_default(),
+                trace_id = %crate::TraceContext::trace_id_of(d.message()),
                 attempt = d.attempt(),
                 redelivered = d.redelivered(),
             )

@@ -166,7 +166,7 @@ impl Delivery {
             backend = self.context.backend,
             queue = %self.context.queue,
             message_id = %self.message.id,
-            trace_id = %TraceContext::of(&self.message).map(|t| t.trace_id_hex()).unwrap_or_default(),
+            trace_id = %TraceContext::trace_id_of(&self.message),
             attempt = self.attempt,
             how,
         )

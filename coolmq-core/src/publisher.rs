@@ -167,7 +167,7 @@ impl Publisher {
             backend = self.backend,
             destination = %destination,
             message_id = %message.id,
-            trace_id = %trace.trace_id_hex(),
+            trace_id = %trace.trace_id(),
             outcome = tracing::field::Empty,
         );
         let _in_flight = crate::observe::InFlight::start(&self.metrics);

@@ -391,7 +391,7 @@ async fn process(shared: &Shared, delivery: Delivery) {
         "coolmq.handle",
         queue = %incoming.queue,
         message_id = %incoming.message.id,
-        trace_id = %trace.trace_id_hex(),
+        trace_id = %trace.trace_id(),
         attempt = incoming.attempt
     );
     let outcome = trace
