@@ -80,7 +80,11 @@ impl AmqPublisher {
     /// Put one transfer on `slot`'s link; the outcome future comes back. A failed link is
     /// closed and forgotten so the next send attaches a fresh one.
     async fn transfer(&self, slot: &LinkSlot, amqp: AmqpMessage) -> Result<Pending> {
-        let mut guard = slot.lock().await;
+        // Uncontended fast paths skip tokio's cooperative budget (see docs/BENCHMARKS.md).
+        let mut guard = match slot.try_lock() {
+            Ok(g) => g,
+            Err(_) => slot.lock().await,
+        };
         let Some(link) = guard.as_mut() else {
             return Err(Error::new(
                 ErrorKind::ConnectionLost,
@@ -110,7 +114,10 @@ impl AmqPublisher {
         message: Message,
         delay: Option<Duration>,
     ) -> Result<Receipt, SendError> {
-        let _permit = self.window.acquire().await.expect("window never closed");
+        let _permit = match self.window.try_acquire() {
+            Ok(p) => p,
+            Err(_) => self.window.acquire().await.expect("window never closed"),
+        };
         let amqp = match to_amqp(&message, delay) {
             Ok(a) => a,
             Err(e) => return Err(SendError::new(e, message)),
