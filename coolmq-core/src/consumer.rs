@@ -51,15 +51,14 @@ impl Consumer {
     pub async fn recv(&mut self) -> Result<Option<Delivery>> {
         let delivery = self.inner.recv().await?;
         if let Some(d) = &delivery {
-            tracing::debug_span!(
+            let span = tracing::debug_span!(
                 "coolmq.consume",
                 queue = %self.queue,
                 message_id = %d.message().id,
-                trace_id = %crate::TraceContext::trace_id_of(d.message()),
                 attempt = d.attempt(),
                 redelivered = d.redelivered(),
-            )
-            .in_scope(|| tracing::debug!("delivered"));
+            );
+            span.in_scope(|| tracing::debug!("delivered"));
         }
         Ok(delivery)
     }

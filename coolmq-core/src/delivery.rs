@@ -159,17 +159,19 @@ impl Delivery {
         r
     }
 
-    /// The span of a settlement: which message, from where, in which trace, how.
+    /// The span of a settlement: which message, from where, how. (No trace id field: per
+    /// delivery it measurably slowed RabbitMQ consumers even with tracing off — see
+    /// docs/BENCHMARKS.md; the message id links it to the publish and handle spans.)
     fn settle_span(&self, how: &'static str) -> tracing::Span {
-        tracing::debug_span!(
+        let span = tracing::debug_span!(
             "coolmq.settle",
             backend = self.context.backend,
             queue = %self.context.queue,
             message_id = %self.message.id,
-            trace_id = %TraceContext::trace_id_of(&self.message),
             attempt = self.attempt,
             how,
-        )
+        );
+        span
     }
 
     /// The trace this message belongs to (its `traceparent` header), to continue it: a
