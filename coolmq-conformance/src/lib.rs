@@ -17,6 +17,8 @@
 //!     }, |c| Box::pin(coolmq_memory::connect(c)));
 //!     run(vec![memory])
 //! }
+//! # // A stand-in so the example compiles here: coolmq-memory depends on this crate's
+//! # // consumers, not the other way round; the example is `no_run`.
 //! # mod coolmq_memory { pub async fn connect(_: coolmq_core::Config) -> coolmq_core::Result<coolmq_core::Broker> { unimplemented!() } }
 //! ```
 #![deny(missing_docs)]

@@ -53,7 +53,7 @@ pub use redelivery::{PolicyOverride, RedeliveryPolicy, RedeliveryPolicyMap};
 pub use topology::{
     dead_letter_queue_name, Overflow, QueueKind, QueueSpec, DEFAULT_DEAD_LETTER_PREFIX,
 };
-pub use trace::{LazyTraceId, TraceContext, TraceId, TRACEPARENT_HEADER};
+pub use trace::{TraceContext, TraceId, TRACEPARENT_HEADER};
 pub use transaction::Transaction;
 pub use worker::{
     HandlerError, Incoming, ShutdownReport, Worker, WorkerBuilder, WorkerCounts, WorkerStats,

@@ -113,12 +113,7 @@ impl TraceContext {
     /// The trace id, formatted only when displayed: for log and span fields, which cost
     /// nothing this way when nobody records them.
     pub fn trace_id(&self) -> TraceId {
-        TraceId(Some(self.trace_id))
-    }
-
-    /// The trace id `message` carries, formatted only when displayed (empty without one).
-    pub fn trace_id_of(message: &Message) -> LazyTraceId<'_> {
-        LazyTraceId(message)
+        TraceId(self.trace_id)
     }
 
     /// The trace context `message` carries, if any.
@@ -160,26 +155,11 @@ impl TraceContext {
 
 /// A trace id that formats itself as hex only when displayed.
 #[derive(Debug, Clone, Copy)]
-pub struct TraceId(Option<[u8; 16]>);
+pub struct TraceId([u8; 16]);
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(id) = &self.0 {
-            for b in id {
-                write!(f, "{b:02x}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The trace id of a message's `traceparent`, parsed and formatted only when displayed.
-#[derive(Debug, Clone, Copy)]
-pub struct LazyTraceId<'a>(&'a Message);
-
-impl fmt::Display for LazyTraceId<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        TraceId(TraceContext::of(self.0).map(|t| t.trace_id)).fmt(f)
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 
