@@ -13,7 +13,7 @@ use crate::dead_letter::{
     ATTEMPTS_HEADER, ATTEMPT_HEADER, FIRST_FAILURE_HEADER, LAST_ERROR_HEADER, LAST_FAILURE_HEADER,
     ORIGIN_QUEUE_HEADER,
 };
-use crate::{Broker, Delivery, Destination, HeaderValue, Message, Nack};
+use crate::{Broker, Destination, HeaderValue, Message};
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -122,35 +122,6 @@ impl Common {
     }
 }
 
-/// Read up to `limit` deliveries (prefetch-bounded), then requeue them all, so each is seen
-/// once and all stay in the queue.
-async fn browse(
-    broker: &Broker,
-    dlq: &str,
-    limit: u64,
-    timeout: Duration,
-    mut each: impl FnMut(&Delivery) -> Result<(), CliError>,
-) -> Result<u64, CliError> {
-    let prefetch = limit.clamp(1, 1000) as u16;
-    let mut consumer = broker.consumer_with_prefetch(dlq, prefetch).await?;
-    let mut held = Vec::new();
-    while (held.len() as u64) < limit {
-        let Ok(next) = tokio::time::timeout(timeout, consumer.recv()).await else {
-            break;
-        };
-        let Some(d) = next? else { break };
-        each(&d)?;
-        held.push(d);
-    }
-    let n = held.len() as u64;
-    // Last first: a broker that requeues at the head (the memory broker) keeps the order.
-    for d in held.into_iter().rev() {
-        d.nack(Nack::Requeue).await?;
-    }
-    consumer.close().await?;
-    Ok(n)
-}
-
 pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let w = |e: std::io::Error| CliError::msg(e.to_string());
     match o.action {
@@ -162,7 +133,7 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
                 "id\torigin\tattempts\tfirst_failure\tlast_failure\tlast_error"
             )
             .map_err(w)?;
-            let n = browse(&broker, &dlq, limit, common.timeout, |d| {
+            let n = super::take(&broker, &dlq, limit, common.timeout, true, |d| {
                 let m = d.message();
                 writeln!(
                     out,
@@ -187,7 +158,7 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
         } => {
             let broker = common.target.connect().await?;
             let dlq = common.dlq_name(&broker);
-            browse(&broker, &dlq, count, common.timeout, |d| {
+            super::take(&broker, &dlq, count, common.timeout, true, |d| {
                 let m = d.message();
                 if as_json {
                     writeln!(out, "{}", json::message(m, d.attempt(), d.redelivered(), &dlq))

@@ -167,6 +167,42 @@ pub fn redact_urls(text: &str) -> String {
     out
 }
 
+/// Receive up to `limit` deliveries from `queue` (stopping after `timeout` of quiet), show
+/// each to `each`, and acknowledge it — or, with `keep`, requeue them all once read (so none
+/// is read twice). Returns how many were received.
+async fn take(
+    broker: &Broker,
+    queue: &str,
+    limit: u64,
+    timeout: std::time::Duration,
+    keep: bool,
+    mut each: impl FnMut(&crate::Delivery) -> Result<(), CliError>,
+) -> Result<u64, CliError> {
+    let prefetch = limit.clamp(1, 1000) as u16;
+    let mut consumer = broker.consumer_with_prefetch(queue, prefetch).await?;
+    let mut held = Vec::new();
+    let mut got = 0u64;
+    while got < limit {
+        let Ok(next) = tokio::time::timeout(timeout, consumer.recv()).await else {
+            break;
+        };
+        let Some(d) = next? else { break };
+        got += 1;
+        each(&d)?;
+        if keep {
+            held.push(d);
+        } else {
+            d.ack().await?;
+        }
+    }
+    // Last first: a broker that requeues at the head (the memory broker) keeps the order.
+    for d in held.into_iter().rev() {
+        d.nack(crate::Nack::Requeue).await?;
+    }
+    consumer.close().await?;
+    Ok(got)
+}
+
 /// Parse `k=v` header arguments.
 fn parse_header(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {

@@ -6,7 +6,6 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{json, CliError, Target};
-use crate::Nack;
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -32,16 +31,7 @@ pub struct Opts {
 
 pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let broker = o.target.connect().await?;
-    let prefetch = o.count.clamp(1, 500) as u16;
-    let mut consumer = broker.consumer_with_prefetch(&o.queue, prefetch).await?;
-    let mut held = Vec::new();
-    let mut got = 0;
-    while got < o.count {
-        let Ok(next) = tokio::time::timeout(o.timeout, consumer.recv()).await else {
-            break;
-        };
-        let Some(d) = next? else { break };
-        got += 1;
+    let got = super::take(&broker, &o.queue, o.count, o.timeout, o.no_ack, |d| {
         let m = d.message();
         let line = if o.json {
             json::message(m, d.attempt(), d.redelivered(), d.queue()).to_string()
@@ -53,18 +43,9 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
                 String::from_utf8_lossy(&m.body)
             )
         };
-        writeln!(out, "{line}").map_err(|e| CliError::msg(e.to_string()))?;
-        if o.no_ack {
-            held.push(d); // requeued below, after all are read (so none is read twice)
-        } else {
-            d.ack().await?;
-        }
-    }
-    // Last first: a broker that requeues at the head (the memory broker) keeps the order.
-    for d in held.into_iter().rev() {
-        d.nack(Nack::Requeue).await?;
-    }
-    consumer.close().await?;
+        writeln!(out, "{line}").map_err(|e| CliError::msg(e.to_string()))
+    })
+    .await?;
     broker.close().await?;
     if got == 0 {
         return Err(CliError::msg(format!(
