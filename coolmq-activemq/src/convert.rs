@@ -82,8 +82,51 @@ fn id_text(id: &MessageId) -> String {
     }
 }
 
-/// The AMQP 1.0 message for `m`, delayed by `delay` if given.
+/// The AMQP 1.0 message for `m`, delayed by `delay` if given (the body is copied).
 pub(crate) fn to_amqp(m: &Message, delay: Option<Duration>) -> Result<AmqpMessage> {
+    Ok(AmqpMessage {
+        body: data(m.body.to_vec()),
+        ..without_body(m, delay)?
+    })
+}
+
+/// Like [`to_amqp`], but moves `m`'s body into the AMQP message instead of copying it (no
+/// copy unless the buffer is shared): a send does not copy every body once more.
+/// [`restore_body`] gives it back.
+pub(crate) fn to_amqp_taking_body(m: &mut Message, delay: Option<Duration>) -> Result<AmqpMessage> {
+    let sections = without_body(m, delay)?;
+    Ok(AmqpMessage {
+        body: data(Vec::from(std::mem::take(&mut m.body))),
+        ..sections
+    })
+}
+
+/// Put the body [`to_amqp_taking_body`] took back into `m` (no copy).
+pub(crate) fn restore_body(m: &mut Message, a: AmqpMessage) {
+    if let Body::Data(batch) = a.body {
+        let mut sections = batch.into_inner();
+        m.body = if sections.len() == 1 {
+            sections
+                .pop()
+                .map(|d| d.0.into_vec())
+                .unwrap_or_default()
+                .into()
+        } else {
+            sections
+                .into_iter()
+                .flat_map(|d| d.0.into_vec())
+                .collect::<Vec<u8>>()
+                .into()
+        };
+    }
+}
+
+fn data(body: Vec<u8>) -> Body<Value> {
+    Body::from(Data(Binary::from(body)))
+}
+
+/// Every section but the body.
+fn without_body(m: &Message, delay: Option<Duration>) -> Result<AmqpMessage> {
     let mut props = OrderedMap::new();
     for (k, v) in &m.headers {
         props.insert(k.clone(), to_simple(k, v)?);
@@ -117,7 +160,7 @@ pub(crate) fn to_amqp(m: &Message, delay: Option<Duration>) -> Result<AmqpMessag
         message_annotations: Some(annotations.build()),
         properties: Some(properties),
         application_properties: Some(ApplicationProperties(props)),
-        body: Body::from(Data(Binary::from(m.body.to_vec()))),
+        body: Body::Empty,
         footer: None,
     })
 }
@@ -166,4 +209,37 @@ pub(crate) fn from_amqp(a: AmqpMessage) -> (Message, u32) {
         }),
     };
     (message, header.delivery_count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taken_body_moves_and_comes_back_without_a_copy() {
+        let mut m = Message::new(vec![7u8; 4096]).with_header("k", "v");
+        // (Cloning `m` would share its body's buffer, which then must be copied.)
+        let (id, headers) = (m.id.clone(), m.headers.clone());
+        let at = m.body.as_ptr();
+        let amqp = to_amqp_taking_body(&mut m, None).expect("converts");
+        assert!(m.body.is_empty(), "the body moved into the AMQP message");
+        match &amqp.body {
+            Body::Data(batch) => assert_eq!(batch[0].0.as_ptr(), at, "moved, not copied"),
+            other => panic!("unexpected body {other:?}"),
+        }
+        restore_body(&mut m, amqp);
+        assert_eq!(m.body.as_ptr(), at, "given back, not copied");
+        assert_eq!(&m.body[..], &[7u8; 4096][..]);
+        assert_eq!((m.id, m.headers), (id, headers));
+    }
+
+    #[test]
+    fn a_shared_body_is_copied_and_stays_intact() {
+        let mut m = Message::new(vec![1u8, 2, 3]);
+        let other_owner = m.body.clone();
+        let amqp = to_amqp_taking_body(&mut m, None).expect("converts");
+        restore_body(&mut m, amqp);
+        assert_eq!(&m.body[..], &[1, 2, 3]);
+        assert_eq!(other_owner, m.body);
+    }
 }

@@ -35,6 +35,7 @@ mod convert;
 mod error;
 mod management;
 mod publisher;
+mod sender_link;
 mod transaction;
 
 use std::sync::Arc;

@@ -1,11 +1,11 @@
-//! Sending: one sender link per address, shared by the sends to it. A send holds the link
-//! only while it puts its transfer on the wire (fe2o3's `send_batchable` needs
-//! `&mut Sender`), then awaits the outcome without it, so many transfers are in flight
-//! (bounded by the publisher window). The transfer is made by the caller's own task: an
-//! earlier design handed transfers to a per-link task, and that extra task hop per message
-//! cost a third of the throughput on a busy machine (docs/BENCHMARKS.md). `Accepted` is the
-//! confirm; `Rejected`, `Released`, `Modified` are typed errors that hand the message back. A
-//! failed link is dropped; the next send attaches a new one.
+//! Sending: one sender link per address ([`SenderLink`]), shared by the sends to it. A send
+//! holds the link only while it puts its transfer on the wire, then awaits the outcome
+//! without it, so many transfers are in flight (bounded by the publisher window). The
+//! transfer is made by the caller's own task: an earlier design handed transfers to a
+//! per-link task, and that extra task hop per message cost a third of the throughput on a
+//! busy machine (docs/BENCHMARKS.md). `Accepted` is the confirm; `Rejected`, `Released`,
+//! `Modified` are typed errors that hand the message back. A failed link is dropped; the next
+//! send attaches a new one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -16,24 +16,22 @@ use coolmq_core::{
     Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result, SendError,
     SendOptions, TransactionBackend,
 };
-use fe2o3_amqp::link::delivery::DeliveryFut;
+use fe2o3_amqp::link::delivery::Sendable;
 use fe2o3_amqp::types::messaging::Outcome;
-use fe2o3_amqp::Sender;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 
 use crate::connection::Link;
-use crate::convert::{to_amqp, AmqpMessage};
+use crate::convert::{restore_body, to_amqp_taking_body};
 use crate::error::map;
-
-/// One sender link, shared by every send to its address; `None` once it failed.
-type LinkSlot = Arc<Mutex<Option<Sender>>>;
-type Pending = DeliveryFut<std::result::Result<Outcome, fe2o3_amqp::link::SendError>>;
+use crate::sender_link::SenderLink;
 
 pub(crate) struct AmqPublisher {
     link: Arc<Link>,
-    senders: StdMutex<HashMap<String, LinkSlot>>,
+    senders: StdMutex<HashMap<Destination, Arc<SenderLink>>>,
     attaching: Mutex<()>,
-    window: Semaphore,
+    /// In-flight sends (async-lock's semaphore: taking and returning a permit are single
+    /// atomic operations when nobody waits; tokio's locks on every return).
+    window: async_lock::Semaphore,
     confirm_timeout: Duration,
 }
 
@@ -43,7 +41,7 @@ impl AmqPublisher {
             link,
             senders: StdMutex::new(HashMap::new()),
             attaching: Mutex::new(()),
-            window: Semaphore::new(window),
+            window: async_lock::Semaphore::new(window),
             confirm_timeout,
         }
     }
@@ -53,58 +51,40 @@ impl AmqPublisher {
         &self.link
     }
 
-    fn cached(&self, address: &str) -> Option<LinkSlot> {
+    fn cached(&self, destination: &Destination) -> Option<Arc<SenderLink>> {
         let senders = self.senders.lock().expect("lock");
-        senders.get(address).cloned()
+        senders.get(destination).cloned()
     }
 
-    /// The transfer queue of `destination`'s sender link, attaching one (once) if needed.
-    async fn sender(&self, destination: &Destination) -> Result<LinkSlot> {
-        let address = destination.to_string();
-        if let Some(s) = self.cached(&address) {
-            return Ok(s);
+    /// `destination`'s sender link, attaching one (once) if needed. Attaching is rare and its
+    /// future is large, so it is boxed: it does not bloat every send's future.
+    async fn sender(&self, destination: &Destination) -> Result<Arc<SenderLink>> {
+        match self.cached(destination) {
+            Some(s) => Ok(s),
+            None => Box::pin(self.attach(destination)).await,
         }
+    }
+
+    async fn attach(&self, destination: &Destination) -> Result<Arc<SenderLink>> {
         let _attaching = self.attaching.lock().await;
-        if let Some(s) = self.cached(&address) {
+        if let Some(s) = self.cached(destination) {
             return Ok(s);
         }
-        let link = self.link.sender(destination).await?;
-        let tx = Arc::new(Mutex::new(Some(link)));
+        let link = Arc::new(SenderLink::new(self.link.sender(destination).await?));
         self.senders
             .lock()
             .expect("lock")
-            .insert(address, tx.clone());
-        Ok(tx)
+            .insert(destination.clone(), link.clone());
+        Ok(link)
     }
 
-    /// Put one transfer on `slot`'s link; the outcome future comes back. A failed link is
-    /// closed and forgotten so the next send attaches a fresh one.
-    async fn transfer(&self, slot: &LinkSlot, amqp: AmqpMessage) -> Result<Pending> {
-        // Uncontended fast paths skip tokio's cooperative budget (see docs/BENCHMARKS.md).
-        let mut guard = match slot.try_lock() {
-            Ok(g) => g,
-            Err(_) => slot.lock().await,
-        };
-        let Some(link) = guard.as_mut() else {
-            return Err(Error::new(
-                ErrorKind::ConnectionLost,
-                "the sender link closed; resend",
-            ));
-        };
-        match link.send_batchable(amqp).await {
-            Ok(p) => Ok(p),
-            Err(e) => {
-                if let Some(l) = guard.take() {
-                    tokio::spawn(async move {
-                        let _ = l.close().await;
-                    });
-                }
-                self.senders
-                    .lock()
-                    .expect("lock")
-                    .retain(|_, v| !Arc::ptr_eq(v, slot));
-                Err(map(e, "transfer"))
-            }
+    /// Forget `link` if it failed, so the next send attaches a new one.
+    fn forget_if_failed(&self, link: &Arc<SenderLink>) {
+        if link.is_failed() {
+            self.senders
+                .lock()
+                .expect("lock")
+                .retain(|_, v| !Arc::ptr_eq(v, link));
         }
     }
 
@@ -115,32 +95,29 @@ impl AmqPublisher {
         delay: Option<Duration>,
     ) -> Result<Receipt, SendError> {
         let _permit = match self.window.try_acquire() {
-            Ok(p) => p,
-            Err(_) => self.window.acquire().await.expect("window never closed"),
-        };
-        let amqp = match to_amqp(&message, delay) {
-            Ok(a) => a,
-            Err(e) => return Err(SendError::new(e, message)),
+            Some(p) => p,
+            None => self.window.acquire().await,
         };
         let sender = match self.sender(destination).await {
             Ok(s) => s,
             Err(e) => return Err(SendError::new(e, message)),
         };
-        // The transfer waits for link credit; a broker that withholds credit (a full address
-        // under Artemis's BLOCK policy) must not hang the caller.
-        let transfer = tokio::time::timeout(self.confirm_timeout, self.transfer(&sender, amqp));
-        let pending = match transfer.await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Err(SendError::new(e, message)),
-            Err(_) => {
-                let e = Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "the broker granted no link credit within {:?}; not sent",
-                        self.confirm_timeout
-                    ),
-                )
-                .set_temporary(true);
+        let mut message = message;
+        // The body moves into the AMQP message and back: no copy per send.
+        let outgoing = match to_amqp_taking_body(&mut message, delay) {
+            Ok(a) => Arc::new(Sendable::from(a)),
+            Err(e) => return Err(SendError::new(e, message)),
+        };
+        let transferred = sender.transfer(&outgoing, self.confirm_timeout).await;
+        // The link holds no reference once `transfer` returned.
+        let sections = Arc::try_unwrap(outgoing)
+            .map(|s| s.message)
+            .unwrap_or_else(|shared| shared.message.clone());
+        restore_body(&mut message, sections);
+        let pending = match transferred {
+            Ok(p) => p,
+            Err(e) => {
+                self.forget_if_failed(&sender);
                 return Err(SendError::new(e, message));
             }
         };

@@ -13,7 +13,8 @@ use fe2o3_amqp::types::primitives::{Binary, Symbol, Timestamp, Value};
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use crate::stats::{rate, report};
+use crate::cpu::CpuUse;
+use crate::stats::{rate, report_paired};
 
 type BoxError = Box<dyn std::error::Error>;
 type AmqpMessage = fe2o3_amqp::types::messaging::Message<Body<Value>>;
@@ -43,6 +44,22 @@ pub struct Args {
     /// Repetitions of each side.
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Send with one side only and skip the receive scenario: for profiling a side alone
+    /// (`perf record`); prints no ratio.
+    #[arg(long, value_enum)]
+    only: Option<Side>,
+    /// Run the send scenario only.
+    #[arg(long)]
+    send_only: bool,
+}
+
+/// One side of the comparison.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Side {
+    /// Raw fe2o3-amqp.
+    Raw,
+    /// coolmq-activemq.
+    Coolmq,
 }
 
 /// What raw fe2o3 sends: the same sections on the wire as coolmq's JMS-compatible message
@@ -190,21 +207,54 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     coolmq_send(&publisher, &cool_q, 500, args.size, args.window).await?;
 
     let (mut raw, mut cool) = (Vec::new(), Vec::new());
+    let mut pairs = Vec::new();
+    let (mut raw_cpu, mut cool_cpu) = (CpuUse::default(), CpuUse::default());
     for _ in 0..args.reps {
         let (mut raw_t, mut cool_t) = (Duration::ZERO, Duration::ZERO);
         for block in 0..blocks {
-            if block % 2 == 0 {
-                raw_t += raw_send(&mut sender, BLOCK, args.size, args.window).await?;
-                cool_t += coolmq_send(&publisher, &cool_q, BLOCK, args.size, args.window).await?;
-            } else {
-                cool_t += coolmq_send(&publisher, &cool_q, BLOCK, args.size, args.window).await?;
-                raw_t += raw_send(&mut sender, BLOCK, args.size, args.window).await?;
+            let (mut raw_b, mut cool_b) = (Duration::ZERO, Duration::ZERO);
+            for side in [block % 2, 1 - block % 2] {
+                let skip = match args.only {
+                    Some(Side::Raw) => side == 1,
+                    Some(Side::Coolmq) => side == 0,
+                    None => false,
+                };
+                if skip {
+                    continue;
+                }
+                let before = CpuUse::now();
+                if side == 0 {
+                    raw_b = raw_send(&mut sender, BLOCK, args.size, args.window).await?;
+                    raw_cpu.add_since(&before);
+                } else {
+                    cool_b =
+                        coolmq_send(&publisher, &cool_q, BLOCK, args.size, args.window).await?;
+                    cool_cpu.add_since(&before);
+                }
+            }
+            raw_t += raw_b;
+            cool_t += cool_b;
+            if args.only.is_none() {
+                pairs.push(raw_b.as_secs_f64() / cool_b.as_secs_f64());
             }
         }
         raw.push(rate(n, raw_t));
         cool.push(rate(n, cool_t));
     }
-    report("activemq", "send-pipelined", n, &raw, &cool);
+    if args.only.is_none() {
+        report_paired("activemq", "send-pipelined", n, &raw, &cool, &pairs);
+    }
+    let sent = n * args.reps;
+    println!(
+        "activemq send-pipelined     client CPU µs per message: raw={} coolmq={}",
+        raw_cpu.per_message(sent),
+        cool_cpu.per_message(sent),
+    );
+    if args.only.is_some() || args.send_only {
+        let _ = broker.delete_queue(&raw_q).await;
+        let _ = broker.delete_queue(&cool_q).await;
+        return Ok(());
+    }
 
     // Both queues now hold the same number of messages: consume them all, alternating blocks.
     let total = (args.reps * n) + 500;
@@ -219,12 +269,14 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         .await?;
     let per_rep = total / args.reps;
     let (mut raw, mut cool) = (Vec::new(), Vec::new());
+    let mut pairs = Vec::new();
     for rep in 0..args.reps {
         let (mut raw_t, mut cool_t) = (Duration::ZERO, Duration::ZERO);
         let mut left = per_rep;
         let mut block = rep;
         while left > 0 {
             let k = left.min(BLOCK);
+            let (mut raw_b, mut cool_b) = (Duration::ZERO, Duration::ZERO);
             for side in [block % 2, 1 - block % 2] {
                 let start = Instant::now();
                 if side == 0 {
@@ -232,22 +284,25 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
                         let d = receiver.recv::<Body<Value>>().await?;
                         receiver.accept(&d).await?;
                     }
-                    raw_t += start.elapsed();
+                    raw_b = start.elapsed();
                 } else {
                     for _ in 0..k {
                         let d = consumer.recv().await?.ok_or("consumer ended")?;
                         d.ack().await?;
                     }
-                    cool_t += start.elapsed();
+                    cool_b = start.elapsed();
                 }
             }
+            raw_t += raw_b;
+            cool_t += cool_b;
+            pairs.push(raw_b.as_secs_f64() / cool_b.as_secs_f64());
             left -= k;
             block += 1;
         }
         raw.push(rate(per_rep, raw_t));
         cool.push(rate(per_rep, cool_t));
     }
-    report("activemq", "receive-accept", per_rep, &raw, &cool);
+    report_paired("activemq", "receive-accept", per_rep, &raw, &cool, &pairs);
     consumer.close().await?;
     receiver.close().await?;
     sender.close().await?;

@@ -11,6 +11,7 @@
 //! ```
 
 mod activemq;
+mod cpu;
 mod outbox;
 mod rabbit;
 mod stats;

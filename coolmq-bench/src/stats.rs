@@ -36,3 +36,35 @@ pub fn report(backend: &str, scenario: &str, n: usize, raw: &[f64], coolmq: &[f6
     );
     ratio
 }
+
+/// [`report`] plus the median and quartiles of `pairs`: coolmq/raw throughput of blocks run
+/// back to back. The broker's own speed drifts between blocks (its journal's disk syncs); the
+/// spread of the pairs shows how much of a ratio is that noise.
+pub fn report_paired(
+    backend: &str,
+    scenario: &str,
+    n: usize,
+    raw: &[f64],
+    coolmq: &[f64],
+    pairs: &[f64],
+) -> f64 {
+    let ratio = report(backend, scenario, n, raw, coolmq);
+    let (lo, hi) = quartiles(pairs);
+    println!(
+        "{backend} {scenario:<18} block pairs: {} median={:.3} quartiles {lo:.3}..{hi:.3}",
+        pairs.len(),
+        median(pairs)
+    );
+    ratio
+}
+
+/// The first and third quartiles.
+fn quartiles(samples: &[f64]) -> (f64, f64) {
+    let mut v = samples.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), at(0.75))
+}

@@ -172,7 +172,11 @@ fn approximate_value_size(v: &HeaderValue) -> usize {
 
 /// A new unique message id: a UUIDv7, so ids sort by creation time.
 pub fn new_message_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 /// Drop sub-millisecond precision, which no wire format keeps.

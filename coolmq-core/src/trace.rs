@@ -47,10 +47,6 @@ fn nonzero<const N: usize>() -> [u8; N] {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     if s.len() != N * 2
         || !s
@@ -60,9 +56,7 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 
@@ -107,7 +101,7 @@ impl TraceContext {
 
     /// The trace id as 32 hex digits (what tracing back ends search by).
     pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
+        hex::encode(self.trace_id)
     }
 
     /// The trace id, formatted only when displayed: for log and span fields, which cost
@@ -159,19 +153,21 @@ pub struct TraceId([u8; 16]);
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        let mut buf = [0u8; 32];
+        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
 
 impl fmt::Display for TraceContext {
+    /// Formatted in one stack buffer: this runs for every message sent.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.parent_id),
-            u8::from(self.sampled)
-        )
+        // "00-" + 32 hex + "-" + 16 hex + "-" + 2 hex
+        let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex::encode_to_slice(self.trace_id, &mut buf[3..35]).map_err(|_| fmt::Error)?;
+        hex::encode_to_slice(self.parent_id, &mut buf[36..52]).map_err(|_| fmt::Error)?;
+        hex::encode_to_slice([u8::from(self.sampled)], &mut buf[53..55]).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
 
