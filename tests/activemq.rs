@@ -212,8 +212,10 @@ fn jms_classpath() -> Result<String, Failed> {
 /// Run the JMS program against the broker of `url` (a coolmq `amqp1://` URL).
 fn jms(mode: &str, url: &str, queue: &str) -> Result<serde_json::Value, Failed> {
     let u = url::Url::parse(url).map_err(|e| e.to_string())?;
+    // Bounded waits: a broker that withholds credit (e.g. Artemis blocking producers when the
+    // disk is nearly full) must fail the test with an error, not hang it.
     let broker = format!(
-        "amqp://{}:{}",
+        "amqp://{}:{}?jms.sendTimeout=30000&jms.requestTimeout=30000&jms.connectTimeout=15000",
         u.host_str().unwrap_or("127.0.0.1"),
         u.port().unwrap_or(5672)
     );
