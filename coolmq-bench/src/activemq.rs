@@ -17,6 +17,9 @@ use crate::cpu::CpuUse;
 use crate::stats::{rate, report_paired};
 
 type BoxError = Box<dyn std::error::Error>;
+
+/// Messages per block; the sides alternate block by block.
+const BLOCK: usize = 2_000;
 type AmqpMessage = fe2o3_amqp::types::messaging::Message<Body<Value>>;
 
 /// Options of the ActiveMQ benchmark.
@@ -177,7 +180,6 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         args.prefetch,
         args.reps
     );
-    const BLOCK: usize = 2_000;
     let blocks = args.messages.div_ceil(BLOCK);
     let n = blocks * BLOCK;
     let id = std::process::id();
@@ -250,23 +252,43 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         raw_cpu.per_message(sent),
         cool_cpu.per_message(sent),
     );
-    if args.only.is_some() || args.send_only {
-        let _ = broker.delete_queue(&raw_q).await;
-        let _ = broker.delete_queue(&cool_q).await;
-        return Ok(());
+    if args.only.is_none() && !args.send_only {
+        // Both queues now hold the same number of messages: consume them all.
+        receive_accept(
+            &args,
+            &mut session,
+            &broker,
+            &raw_q,
+            &cool_q,
+            args.reps * n + 500,
+        )
+        .await?;
     }
+    sender.close().await?;
+    session.end().await?;
+    connection.close().await?;
+    let _ = broker.delete_queue(&raw_q).await;
+    let _ = broker.delete_queue(&cool_q).await;
+    broker.close().await?;
+    Ok(())
+}
 
-    // Both queues now hold the same number of messages: consume them all, alternating blocks.
-    let total = (args.reps * n) + 500;
+/// Receive and accept every message of both queues, alternating blocks.
+async fn receive_accept(
+    args: &Args,
+    session: &mut fe2o3_amqp::session::SessionHandle<()>,
+    broker: &coolmq::Broker,
+    raw_q: &str,
+    cool_q: &str,
+    total: usize,
+) -> Result<(), BoxError> {
     let mut receiver = Receiver::builder()
         .name("bench-raw-receiver")
-        .source(raw_q.clone())
+        .source(raw_q.to_string())
         .credit_mode(CreditMode::Auto(u32::from(args.prefetch)))
-        .attach(&mut session)
+        .attach(session)
         .await?;
-    let mut consumer = broker
-        .consumer_with_prefetch(&cool_q, args.prefetch)
-        .await?;
+    let mut consumer = broker.consumer_with_prefetch(cool_q, args.prefetch).await?;
     let per_rep = total / args.reps;
     let (mut raw, mut cool) = (Vec::new(), Vec::new());
     let mut pairs = Vec::new();
@@ -305,11 +327,5 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     report_paired("activemq", "receive-accept", per_rep, &raw, &cool, &pairs);
     consumer.close().await?;
     receiver.close().await?;
-    sender.close().await?;
-    session.end().await?;
-    connection.close().await?;
-    let _ = broker.delete_queue(&raw_q).await;
-    let _ = broker.delete_queue(&cool_q).await;
-    broker.close().await?;
     Ok(())
 }
