@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coolmq_core::{
-    Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result, SendError,
+    BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result, SendError,
     SendOptions, TransactionBackend,
 };
 use fe2o3_amqp::link::delivery::Sendable;
@@ -23,7 +23,7 @@ use tokio::sync::Mutex;
 use crate::connection::Link;
 use crate::convert::{restore_body, to_amqp_taking_body};
 use crate::error::map;
-use crate::sender_link::SenderLink;
+use crate::sender_link::{Pending, SenderLink};
 
 pub(crate) struct AmqPublisher {
     link: Arc<Link>,
@@ -31,7 +31,7 @@ pub(crate) struct AmqPublisher {
     attaching: Mutex<()>,
     /// In-flight sends (async-lock's semaphore: taking and returning a permit are single
     /// atomic operations when nobody waits; tokio's locks on every return).
-    window: async_lock::Semaphore,
+    window: Arc<async_lock::Semaphore>,
     confirm_timeout: Duration,
 }
 
@@ -41,7 +41,7 @@ impl AmqPublisher {
             link,
             senders: StdMutex::new(HashMap::new()),
             attaching: Mutex::new(()),
-            window: async_lock::Semaphore::new(window),
+            window: Arc::new(async_lock::Semaphore::new(window)),
             confirm_timeout,
         }
     }
@@ -70,7 +70,10 @@ impl AmqPublisher {
         if let Some(s) = self.cached(destination) {
             return Ok(s);
         }
-        let link = Arc::new(SenderLink::new(self.link.sender(destination).await?));
+        let link = Arc::new(SenderLink::new(
+            self.link.sender(destination).await?,
+            destination.clone(),
+        ));
         self.senders
             .lock()
             .expect("lock")
@@ -88,15 +91,30 @@ impl AmqPublisher {
         }
     }
 
+    /// Send and wait for the outcome.
     pub async fn publish(
         &self,
         destination: &Destination,
         message: Message,
         delay: Option<Duration>,
     ) -> Result<Receipt, SendError> {
-        let _permit = match self.window.try_acquire() {
+        self.transfer(destination, message, delay)
+            .await?
+            .outcome()
+            .await
+    }
+
+    /// Put the message on the wire (after a window slot and the link are free) and return
+    /// what awaits its outcome.
+    async fn transfer(
+        &self,
+        destination: &Destination,
+        message: Message,
+        delay: Option<Duration>,
+    ) -> Result<Transferred, SendError> {
+        let permit = match self.window.try_acquire_arc() {
             Some(p) => p,
-            None => self.window.acquire().await,
+            None => self.window.acquire_arc().await,
         };
         let sender = match self.sender(destination).await {
             Ok(s) => s,
@@ -114,19 +132,43 @@ impl AmqPublisher {
             .map(|s| s.message)
             .unwrap_or_else(|shared| shared.message.clone());
         restore_body(&mut message, sections);
-        let pending = match transferred {
-            Ok(p) => p,
+        match transferred {
+            Ok(pending) => Ok(Transferred {
+                pending,
+                message,
+                destination: sender,
+                timeout: self.confirm_timeout,
+                window_slot: Some(permit),
+            }),
             Err(e) => {
                 self.forget_if_failed(&sender);
-                return Err(SendError::new(e, message));
+                Err(SendError::new(e, message))
             }
-        };
-        let outcome = match tokio::time::timeout(self.confirm_timeout, pending).await {
+        }
+    }
+}
+
+/// A message on the wire awaiting its outcome; holds its window slot until then.
+struct Transferred {
+    pending: Pending,
+    message: Message,
+    /// The link it went out on (names the destination in errors).
+    destination: Arc<SenderLink>,
+    timeout: Duration,
+    /// The window slot, held until the outcome when the caller awaits it in the send.
+    window_slot: Option<async_lock::SemaphoreGuardArc>,
+}
+
+impl Transferred {
+    /// `Accepted` is the confirm; every other outcome, a link error or no outcome within the
+    /// confirm timeout is an error that hands the message back.
+    async fn outcome(self) -> Result<Receipt, SendError> {
+        let timeout = self.timeout;
+        let outcome = match tokio::time::timeout(timeout, self.pending).await {
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "no outcome within {:?}; the broker may have taken the message",
-                    self.confirm_timeout
+                    "no outcome within {timeout:?}; the broker may have taken the message"
                 ),
             )),
             Ok(Err(e)) => Err(map(e, "outcome").set_temporary(true)),
@@ -161,11 +203,11 @@ impl AmqPublisher {
         };
         match outcome {
             Ok(()) => Ok(Receipt {
-                message_id: message.id,
+                message_id: self.message.id,
             }),
             Err(e) => Err(SendError::new(
-                e.with_context("destination", destination.to_string()),
-                message,
+                e.with_context("destination", self.destination.destination().to_string()),
+                self.message,
             )),
         }
     }
@@ -183,6 +225,18 @@ impl PublisherBackend for PublisherHandle {
         options: &SendOptions,
     ) -> Result<Receipt, SendError> {
         self.0.publish(destination, message, options.delay).await
+    }
+
+    async fn send_pipelined(
+        &self,
+        destination: &Destination,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<BackendConfirm, SendError> {
+        let mut transferred = self.0.transfer(destination, message, options.delay).await?;
+        // The caller holds the confirm: the window counts the send only until here.
+        transferred.window_slot = None;
+        Ok(Box::pin(transferred.outcome()))
     }
 
     async fn begin(&self) -> Result<Box<dyn TransactionBackend>> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use coolmq_core::{Error, ErrorKind, Result};
+use coolmq_core::{Destination, Error, ErrorKind, Result};
 use fe2o3_amqp::link::delivery::{DeliveryFut, Sendable};
 use fe2o3_amqp::types::messaging::message::Body;
 use fe2o3_amqp::types::messaging::Outcome;
@@ -104,14 +104,25 @@ impl Inner {
 
 /// A sender link and the transfer in progress on it. async-lock's mutex: locking and
 /// unlocking are single atomic operations when nobody waits (tokio's takes a lock to unlock).
-pub(crate) struct SenderLink(async_lock::Mutex<Inner>);
+pub(crate) struct SenderLink {
+    inner: async_lock::Mutex<Inner>,
+    destination: Destination,
+}
 
 impl SenderLink {
-    pub fn new(sender: Sender) -> Self {
-        SenderLink(async_lock::Mutex::new(Inner {
-            state: State::Ready(sender),
-            transfer: ReusableBoxFuture::new(std::future::pending()),
-        }))
+    pub fn new(sender: Sender, destination: Destination) -> Self {
+        SenderLink {
+            inner: async_lock::Mutex::new(Inner {
+                state: State::Ready(sender),
+                transfer: ReusableBoxFuture::new(std::future::pending()),
+            }),
+            destination,
+        }
+    }
+
+    /// Where the link sends to.
+    pub fn destination(&self) -> &Destination {
+        &self.destination
     }
 
     /// Put `message` on the wire and return its outcome future. Waits at most `timeout` for
@@ -122,7 +133,7 @@ impl SenderLink {
     pub async fn transfer(&self, message: &Outgoing, timeout: Duration) -> Result<Pending> {
         // The fast path (link free, credit available) sets no timer and spends no cooperative
         // budget; waiting is rare and its future large, so it is boxed.
-        match self.0.try_lock() {
+        match self.inner.try_lock() {
             Some(mut inner) => match inner.start(message) {
                 Err(e) => Err(e),
                 Ok(()) => match poll_fn(|cx| Poll::Ready(inner.transfer.poll(cx))).await {
@@ -136,7 +147,7 @@ impl SenderLink {
 
     async fn transfer_waiting(&self, message: &Outgoing, timeout: Duration) -> Result<Pending> {
         let deadline = Instant::now() + timeout;
-        let mut inner = tokio::time::timeout_at(deadline, self.0.lock())
+        let mut inner = tokio::time::timeout_at(deadline, self.inner.lock())
             .await
             .map_err(|_| no_credit(timeout))?;
         inner.start(message)?;
@@ -145,7 +156,7 @@ impl SenderLink {
 
     /// Whether the link is closed and must be replaced.
     pub fn is_failed(&self) -> bool {
-        self.0
+        self.inner
             .try_lock()
             .is_some_and(|g| matches!(g.state, State::Failed))
     }

@@ -59,10 +59,16 @@ pub struct Args {
 /// One side of the comparison.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Side {
-    /// Raw fe2o3-amqp.
+    /// Raw fe2o3-amqp: one task transfers, a `FuturesUnordered` awaits the outcomes.
     Raw,
-    /// coolmq-activemq.
+    /// coolmq the same way: `send_pipelined` in one task, its confirms in a `FuturesUnordered`.
     Coolmq,
+    /// coolmq with concurrent `send`s (`buffer_unordered`): no order promised.
+    Concurrent,
+}
+
+impl Side {
+    const ALL: [Side; 3] = [Side::Raw, Side::Coolmq, Side::Concurrent];
 }
 
 /// What raw fe2o3 sends: the same sections on the wire as coolmq's JMS-compatible message
@@ -126,7 +132,32 @@ fn check(o: Result<Outcome, fe2o3_amqp::link::SendError>) -> Result<(), BoxError
     }
 }
 
+/// coolmq's pipelined send, shaped like [`raw_send`].
 async fn coolmq_send(
+    p: &Publisher,
+    queue: &str,
+    n: usize,
+    size: usize,
+    window: usize,
+) -> Result<Duration, BoxError> {
+    let dest = Destination::queue(queue);
+    let start = Instant::now();
+    let mut inflight = FuturesUnordered::new();
+    for i in 0..n {
+        while inflight.len() >= window {
+            inflight.next().await.expect("non-empty")?;
+        }
+        let message = Message::new(vec![b'x'; size]).with_id(format!("c-{i}"));
+        inflight.push(p.send_pipelined(&dest, message).await?);
+    }
+    while let Some(o) = inflight.next().await {
+        o?;
+    }
+    Ok(start.elapsed())
+}
+
+/// coolmq's concurrent sends: each `send` awaits its own confirm, `window` at a time.
+async fn coolmq_send_concurrent(
     p: &Publisher,
     queue: &str,
     n: usize,
@@ -141,7 +172,7 @@ async fn coolmq_send(
             async move {
                 p.send(
                     dest,
-                    Message::new(vec![b'x'; size]).with_id(format!("c-{i}")),
+                    Message::new(vec![b'x'; size]).with_id(format!("s-{i}")),
                 )
                 .await
             }
@@ -183,16 +214,16 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let blocks = args.messages.div_ceil(BLOCK);
     let n = blocks * BLOCK;
     let id = std::process::id();
-    let (raw_q, cool_q) = (
+    let (raw_q, cool_q, concurrent_q) = (
         format!("coolmq.bench.{id}.raw"),
         format!("coolmq.bench.{id}.coolmq"),
+        format!("coolmq.bench.{id}.concurrent"),
     );
-    broker
-        .declare_queue(&broker.queue_spec(&raw_q).dead_letter_queue(None))
-        .await?;
-    broker
-        .declare_queue(&broker.queue_spec(&cool_q).dead_letter_queue(None))
-        .await?;
+    for q in [&raw_q, &cool_q, &concurrent_q] {
+        broker
+            .declare_queue(&broker.queue_spec(q.as_str()).dead_letter_queue(None))
+            .await?;
+    }
     // The same target as coolmq's (an anycast queue by capability).
     let target = Target::builder()
         .address(raw_q.clone())
@@ -207,50 +238,64 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     // Warm-up, untimed.
     raw_send(&mut sender, 500, args.size, args.window).await?;
     coolmq_send(&publisher, &cool_q, 500, args.size, args.window).await?;
+    coolmq_send_concurrent(&publisher, &concurrent_q, 500, args.size, args.window).await?;
 
-    let (mut raw, mut cool) = (Vec::new(), Vec::new());
-    let mut pairs = Vec::new();
-    let (mut raw_cpu, mut cool_cpu) = (CpuUse::default(), CpuUse::default());
+    // Per side: throughput per repetition, CPU, and per block the ratio to raw's block.
+    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let mut pairs = [Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu = [CpuUse::default(), CpuUse::default(), CpuUse::default()];
+    let runs = |side: Side| args.only.is_none_or(|only| only == side);
     for _ in 0..args.reps {
-        let (mut raw_t, mut cool_t) = (Duration::ZERO, Duration::ZERO);
+        let mut total = [Duration::ZERO; 3];
         for block in 0..blocks {
-            let (mut raw_b, mut cool_b) = (Duration::ZERO, Duration::ZERO);
-            for side in [block % 2, 1 - block % 2] {
-                let skip = match args.only {
-                    Some(Side::Raw) => side == 1,
-                    Some(Side::Coolmq) => side == 0,
-                    None => false,
-                };
-                if skip {
+            let mut took = [Duration::ZERO; 3];
+            // Each block runs every side once, in an order that rotates block by block.
+            for k in 0..3 {
+                let s = (block + k) % 3;
+                let side = Side::ALL[s];
+                if !runs(side) {
                     continue;
                 }
                 let before = CpuUse::now();
-                if side == 0 {
-                    raw_b = raw_send(&mut sender, BLOCK, args.size, args.window).await?;
-                    raw_cpu.add_since(&before);
-                } else {
-                    cool_b =
-                        coolmq_send(&publisher, &cool_q, BLOCK, args.size, args.window).await?;
-                    cool_cpu.add_since(&before);
+                took[s] = match side {
+                    Side::Raw => raw_send(&mut sender, BLOCK, args.size, args.window).await?,
+                    Side::Coolmq => {
+                        coolmq_send(&publisher, &cool_q, BLOCK, args.size, args.window).await?
+                    }
+                    Side::Concurrent => {
+                        coolmq_send_concurrent(
+                            &publisher,
+                            &concurrent_q,
+                            BLOCK,
+                            args.size,
+                            args.window,
+                        )
+                        .await?
+                    }
+                };
+                cpu[s].add_since(&before);
+            }
+            for s in 0..3 {
+                total[s] += took[s];
+                if s > 0 && args.only.is_none() {
+                    pairs[s].push(took[0].as_secs_f64() / took[s].as_secs_f64());
                 }
             }
-            raw_t += raw_b;
-            cool_t += cool_b;
-            if args.only.is_none() {
-                pairs.push(raw_b.as_secs_f64() / cool_b.as_secs_f64());
-            }
         }
-        raw.push(rate(n, raw_t));
-        cool.push(rate(n, cool_t));
+        for s in 0..3 {
+            rates[s].push(rate(n, total[s]));
+        }
     }
     if args.only.is_none() {
-        report_paired("activemq", "send-pipelined", n, &raw, &cool, &pairs);
+        report_paired("activemq", "send-pipelined", n, &rates[0], &rates[1], &pairs[1]);
+        report_paired("activemq", "send-concurrent", n, &rates[0], &rates[2], &pairs[2]);
     }
     let sent = n * args.reps;
     println!(
-        "activemq send-pipelined     client CPU µs per message: raw={} coolmq={}",
-        raw_cpu.per_message(sent),
-        cool_cpu.per_message(sent),
+        "activemq send              client CPU µs per message: raw={} pipelined={} concurrent={}",
+        cpu[0].per_message(sent),
+        cpu[1].per_message(sent),
+        cpu[2].per_message(sent),
     );
     if args.only.is_none() && !args.send_only {
         // Both queues now hold the same number of messages: consume them all.
@@ -267,8 +312,9 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     sender.close().await?;
     session.end().await?;
     connection.close().await?;
-    let _ = broker.delete_queue(&raw_q).await;
-    let _ = broker.delete_queue(&cool_q).await;
+    for q in [&raw_q, &cool_q, &concurrent_q] {
+        let _ = broker.delete_queue(q).await;
+    }
     broker.close().await?;
     Ok(())
 }

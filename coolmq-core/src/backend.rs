@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{
-    Capabilities, ConsumerOptions, Delivery, Destination, Message, QueueSpec, Receipt, Result,
+    BackendConfirm, Capabilities, ConsumerOptions, Delivery, Destination, Message, QueueSpec, Receipt, Result,
     SendError, SendOptions,
 };
 
@@ -61,7 +61,9 @@ pub trait Backend: Send + Sync + Debug + 'static {
 ///
 /// # Contract
 /// `send` resolves `Ok` only once the broker has taken responsibility for the message; every
-/// failure hands the message back in the [`SendError`].
+/// failure hands the message back in the [`SendError`]. `send_pipelined` resolves once the
+/// message is handed to the connection, in call order, and returns a confirm that resolves
+/// like `send`; the window counts it only until then (the caller holds its confirms).
 #[async_trait]
 pub trait PublisherBackend: Send + Sync {
     /// Send one message and wait for the broker's confirm.
@@ -71,6 +73,13 @@ pub trait PublisherBackend: Send + Sync {
         message: Message,
         options: &SendOptions,
     ) -> Result<Receipt, SendError>;
+    /// Hand one message to the connection and return its confirm without waiting for it.
+    async fn send_pipelined(
+        &self,
+        destination: &Destination,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<BackendConfirm, SendError>;
     /// Start a broker transaction.
     async fn begin(&self) -> Result<Box<dyn TransactionBackend>>;
 }

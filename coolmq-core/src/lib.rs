@@ -14,6 +14,7 @@ mod address;
 pub mod backend;
 mod broker;
 mod capability;
+mod confirm;
 mod config;
 mod consumer;
 pub mod dead_letter;
@@ -38,6 +39,7 @@ pub use backend::{
 };
 pub use broker::Broker;
 pub use capability::Capabilities;
+pub use confirm::{BackendConfirm, PendingConfirm};
 pub use config::{
     parse_backend_url, parse_url, parse_url_option, redact_url, Config, ENV_CONFIG_FILE, ENV_PREFIX,
 };

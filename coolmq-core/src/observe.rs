@@ -77,20 +77,3 @@ impl std::fmt::Debug for Handles {
         f.write_str("Handles")
     }
 }
-
-/// Counts a send as in flight until dropped.
-pub(crate) struct InFlight<'a>(&'a Gauge);
-
-impl<'a> InFlight<'a> {
-    pub fn start(handles: &'a Handles) -> Self {
-        handles.published.increment(1);
-        handles.in_flight.increment(1.0);
-        InFlight(&handles.in_flight)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}

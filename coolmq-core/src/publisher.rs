@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::PublisherBackend;
+use crate::confirm::{Observed, PendingConfirm};
 use tracing::Instrument;
 
 use crate::{Capabilities, Destination, Error, ErrorKind, Message, Result, Transaction};
@@ -160,6 +161,92 @@ impl Publisher {
         message: Message,
         options: &SendOptions,
     ) -> Result<Receipt, SendError> {
+        let (message, mut observed) = match self.prepare(destination, message, options) {
+            Ok(ready) => ready,
+            Err(failed) => return Err(failed),
+        };
+        let result = self
+            .inner
+            .send(destination, message, options)
+            .instrument(observed.span.clone())
+            .await;
+        observed.finish(&result);
+        result
+    }
+
+    /// Put the message on its way and return its confirm without waiting for it: one task
+    /// keeps many sends in flight (as many confirms as it holds), and the broker gets them in
+    /// the order of the `send_pipelined` calls (concurrent [`Publisher::send`]s promise no
+    /// order). Resolves once the message was handed to the connection; the
+    /// [`PendingConfirm`] then resolves like `send`.
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: coolmq_core::Publisher) -> Result<(), coolmq_core::SendError> {
+    /// use coolmq_core::{Destination, Message};
+    /// use futures::stream::{FuturesUnordered, StreamExt};
+    ///
+    /// let orders = Destination::queue("orders");
+    /// let mut confirms = FuturesUnordered::new();
+    /// for i in 0..10_000 {
+    ///     if confirms.len() == 256 {
+    ///         // At most 256 unconfirmed: wait for one before sending more.
+    ///         confirms.next().await.expect("not empty")?;
+    ///     }
+    ///     let message = Message::new(format!("order {i}"));
+    ///     confirms.push(publisher.send_pipelined(&orders, message).await?);
+    /// }
+    /// while let Some(confirmed) = confirms.next().await {
+    ///     confirmed?; // a refused message comes back in the error: resend or store it
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The errors of [`Publisher::send`] that are known before the message leaves (checks,
+    /// connection lost, no link credit), each with the message handed back.
+    pub async fn send_pipelined(
+        &self,
+        destination: &Destination,
+        message: Message,
+    ) -> Result<PendingConfirm, SendError> {
+        self.send_pipelined_with(destination, message, &SendOptions::default())
+            .await
+    }
+
+    /// [`Publisher::send_pipelined`] with options (e.g. a delivery delay).
+    pub async fn send_pipelined_with(
+        &self,
+        destination: &Destination,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<PendingConfirm, SendError> {
+        let (message, mut observed) = match self.prepare(destination, message, options) {
+            Ok(ready) => ready,
+            Err(failed) => return Err(failed),
+        };
+        let started = self
+            .inner
+            .send_pipelined(destination, message, options)
+            .instrument(observed.span.clone())
+            .await;
+        match started {
+            Ok(confirm) => Ok(PendingConfirm::new(confirm, observed)),
+            Err(e) => {
+                observed.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// What every send does before the backend sees the message: add the trace context,
+    /// open the span, count the send and apply the shared checks.
+    fn prepare(
+        &self,
+        destination: &Destination,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<(Message, Observed), SendError> {
         let mut message = message;
         let trace = crate::TraceContext::inject(&mut message);
         let span = tracing::debug_span!(
@@ -170,40 +257,21 @@ impl Publisher {
             trace_id = %trace.trace_id(),
             outcome = tracing::field::Empty,
         );
-        let _in_flight = crate::observe::InFlight::start(&self.metrics);
-        if let Err(e) = check_send(
+        let mut observed = Observed::start(span, &self.metrics);
+        match check_send(
             &self.capabilities,
             self.backend,
             destination,
             &message,
             options,
         ) {
-            span.record("outcome", e.kind().as_str());
-            self.metrics.send_failed.increment(1);
-            return Err(SendError::new(e, message));
+            Ok(()) => Ok((message, observed)),
+            Err(e) => {
+                let failed = SendError::new(e, message);
+                observed.failed(&failed);
+                Err(failed)
+            }
         }
-        let result = self
-            .inner
-            .send(destination, message, options)
-            .instrument(span.clone())
-            .await;
-        let (outcome, metric) = match &result {
-            Ok(_) => ("confirmed", &self.metrics.confirmed),
-            Err(e) => match e.kind() {
-                ErrorKind::Nacked | ErrorKind::Rejected => {
-                    (e.kind().as_str(), &self.metrics.nacked)
-                }
-                ErrorKind::Unroutable => ("returned", &self.metrics.returned),
-                other => (other.as_str(), &self.metrics.send_failed),
-            },
-        };
-        span.record("outcome", outcome);
-        metric.increment(1);
-        match &result {
-            Ok(_) => tracing::debug!(parent: &span, "coolmq.confirm"),
-            Err(e) => tracing::debug!(parent: &span, error = %e.error(), "send not confirmed"),
-        }
-        result
     }
 
     /// Begin a broker transaction (needs `transactions`).

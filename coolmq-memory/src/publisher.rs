@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coolmq_core::{
-    Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result, SendError,
+    BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result, SendError,
     SendOptions, TransactionBackend,
 };
 
@@ -29,14 +29,15 @@ impl MemoryPublisher {
     }
 }
 
-#[async_trait]
-impl PublisherBackend for MemoryPublisher {
-    async fn send(
+impl MemoryPublisher {
+    /// What the broker does with a message before its confirm: refuse it, store it, or store
+    /// it and lose the confirm (an injected fault). `None` once the connection is closed.
+    fn store(
         &self,
         destination: &Destination,
         message: Message,
         options: &SendOptions,
-    ) -> Result<Receipt, SendError> {
+    ) -> Result<Stored, SendError> {
         if let Err(e) = self.closed.check() {
             return Err(SendError::new(e, message));
         }
@@ -46,27 +47,62 @@ impl PublisherBackend for MemoryPublisher {
                 ErrorKind::Nacked,
                 "the broker nacked the publish (injected fault)",
             );
-            return Err(SendError::new(e, message));
+            return Ok(Stored::Answered(Err(SendError::new(e, message))));
         }
         let lose_confirm = faults.lose_next_confirm.swap(false, Ordering::SeqCst);
-        match self.engine.publish(destination, &message, options.delay) {
-            Ok(()) if lose_confirm => {
-                // Stored, but the confirm never comes: the sender can only time out.
-                tokio::time::sleep(self.confirm_timeout).await;
+        Ok(match self.engine.publish(destination, &message, options.delay) {
+            Ok(()) if lose_confirm => Stored::ConfirmLost(message, self.confirm_timeout),
+            Ok(()) => Stored::Answered(Ok(Receipt {
+                message_id: message.id,
+            })),
+            Err(e) => Stored::Answered(Err(SendError::new(e, message))),
+        })
+    }
+}
+
+/// The broker's answer to a stored message.
+enum Stored {
+    /// Confirmed or refused.
+    Answered(Result<Receipt, SendError>),
+    /// Stored, but the confirm never comes: the sender can only time out.
+    ConfirmLost(Message, Duration),
+}
+
+impl Stored {
+    async fn confirm(self) -> Result<Receipt, SendError> {
+        match self {
+            Stored::Answered(answer) => answer,
+            Stored::ConfirmLost(message, timeout) => {
+                tokio::time::sleep(timeout).await;
                 let e = Error::new(
                     ErrorKind::Timeout,
-                    format!(
-                        "no confirm within {:?}; the broker may have taken the message",
-                        self.confirm_timeout
-                    ),
+                    format!("no confirm within {timeout:?}; the broker may have taken the message"),
                 );
                 Err(SendError::new(e, message))
             }
-            Ok(()) => Ok(Receipt {
-                message_id: message.id,
-            }),
-            Err(e) => Err(SendError::new(e, message)),
         }
+    }
+}
+
+#[async_trait]
+impl PublisherBackend for MemoryPublisher {
+    async fn send(
+        &self,
+        destination: &Destination,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<Receipt, SendError> {
+        self.store(destination, message, options)?.confirm().await
+    }
+
+    async fn send_pipelined(
+        &self,
+        destination: &Destination,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<BackendConfirm, SendError> {
+        let stored = self.store(destination, message, options)?;
+        Ok(Box::pin(stored.confirm()))
     }
 
     async fn begin(&self) -> Result<Box<dyn TransactionBackend>> {

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coolmq_core::{
-    Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result, SendError,
+    BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result, SendError,
     SendOptions, TransactionBackend,
 };
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString};
 use lapin::{Channel, Confirmation};
-use tokio::sync::Semaphore;
+use lapin::PublisherConfirm;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::connection::Link;
 use crate::convert::{to_properties, DELAY_HEADER};
@@ -27,7 +28,7 @@ pub(crate) struct RabbitPublisher {
     tiers: Arc<Tiers>,
     channel: Mutex<Option<Channel>>,
     reopen: tokio::sync::Mutex<()>,
-    window: Semaphore,
+    window: Arc<Semaphore>,
     confirm_timeout: Duration,
 }
 
@@ -43,7 +44,7 @@ impl RabbitPublisher {
             tiers,
             channel: Mutex::new(None),
             reopen: tokio::sync::Mutex::new(()),
-            window: Semaphore::new(window),
+            window: Arc::new(Semaphore::new(window)),
             confirm_timeout,
         }
     }
@@ -105,13 +106,33 @@ impl RabbitPublisher {
         }
     }
 
+    /// Send and wait for the confirm.
     pub async fn publish(
         &self,
         destination: &Destination,
         message: Message,
         delay: Option<Duration>,
     ) -> Result<Receipt, SendError> {
-        let _permit = self.window.acquire().await.expect("window never closed");
+        self.transfer(destination, message, delay)
+            .await?
+            .outcome()
+            .await
+    }
+
+    /// Publish (after a window slot and the channel are ready) and return what awaits the
+    /// confirm.
+    async fn transfer(
+        &self,
+        destination: &Destination,
+        message: Message,
+        delay: Option<Duration>,
+    ) -> Result<Transferred, SendError> {
+        let permit = self
+            .window
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("window never closed");
         let channel = match self.confirm_channel().await {
             Ok(c) => c,
             Err(e) => return Err(SendError::new(e, message)),
@@ -141,12 +162,43 @@ impl RabbitPublisher {
             Ok(c) => c,
             Err(e) => return Err(SendError::new(map(e, "basic.publish"), message)),
         };
-        let outcome = match tokio::time::timeout(self.confirm_timeout, confirm).await {
+        Ok(Transferred {
+            confirm,
+            message,
+            destination: destination.clone(),
+            timeout: self.confirm_timeout,
+            window_slot: Some(permit),
+        })
+    }
+}
+
+/// A published message awaiting its confirm; holds its window slot until then.
+struct Transferred {
+    confirm: PublisherConfirm,
+    message: Message,
+    destination: Destination,
+    timeout: Duration,
+    /// The window slot, held until the outcome when the caller awaits it in the send.
+    window_slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Transferred {
+    /// `Ack` is the confirm; a returned message, `Nack`, a dead channel or no confirm within
+    /// the timeout is an error that hands the message back.
+    async fn outcome(self) -> Result<Receipt, SendError> {
+        let Transferred {
+            confirm,
+            message,
+            destination,
+            timeout,
+            window_slot: _held_until_the_outcome,
+        } = self;
+        let destination = &destination;
+        let outcome = match tokio::time::timeout(timeout, confirm).await {
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "no publisher confirm within {:?}; the broker may have taken the message",
-                    self.confirm_timeout
+                    "no publisher confirm within {timeout:?}; the broker may have taken the message"
                 ),
             )),
             Ok(Err(e)) => Err(map(e, "publisher confirm").set_temporary(true)),
@@ -209,6 +261,21 @@ impl PublisherBackend for PublisherHandle {
         self.inner
             .publish(destination, message, options.delay)
             .await
+    }
+
+    async fn send_pipelined(
+        &self,
+        destination: &Destination,
+        message: Message,
+        options: &SendOptions,
+    ) -> Result<BackendConfirm, SendError> {
+        let mut transferred = self
+            .inner
+            .transfer(destination, message, options.delay)
+            .await?;
+        // The caller holds the confirm: the window counts the send only until here.
+        transferred.window_slot = None;
+        Ok(Box::pin(transferred.outcome()))
     }
 
     async fn begin(&self) -> Result<Box<dyn TransactionBackend>> {

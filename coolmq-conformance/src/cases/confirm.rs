@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use coolmq_core::{Destination, ErrorKind, Message, SendError};
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, FuturesUnordered, StreamExt};
+use futures::FutureExt;
 
 use super::case;
 use crate::case::req::*;
@@ -30,6 +31,26 @@ pub(crate) fn cases() -> Vec<Case> {
             [CONFIRMS, MAX_LENGTH]
         ),
         case!("confirm", pipelined_sends_all_confirm, [CONFIRMS]),
+        case!(
+            "confirm",
+            send_pipelined_confirms_every_message_in_order,
+            [CONFIRMS]
+        ),
+        case!(
+            "confirm",
+            send_pipelined_unroutable_returns_the_message,
+            [CONFIRMS, UNROUTABLE]
+        ),
+        case!(
+            "confirm",
+            send_pipelined_full_queue_nacks_only_the_overflow,
+            [CONFIRMS, MAX_LENGTH]
+        ),
+        case!(
+            "confirm",
+            send_pipelined_injected_nack_returns_the_message,
+            [CONFIRMS, FAULTS]
+        ),
         case!(
             "confirm",
             injected_nack_returns_the_message,
@@ -160,6 +181,121 @@ async fn pipelined_sends_all_confirm(ctx: Ctx) -> TestResult {
     let ids: HashSet<_> = got.iter().map(|m| m.id.clone()).collect();
     check_eq!(got.len(), N, "messages received");
     check_eq!(ids.len(), N, "distinct ids");
+    Ok(())
+}
+
+/// One task, many sends in flight: every confirm resolves, and the queue holds the messages in
+/// the order of the `send_pipelined` calls.
+async fn send_pipelined_confirms_every_message_in_order(ctx: Ctx) -> TestResult {
+    const N: usize = 2000;
+    let q = ctx.queue("ordered").await?;
+    let p = ctx.publisher().await?;
+    let dest = Destination::queue(&q);
+    let mut confirms = FuturesUnordered::new();
+    let mut confirmed = Vec::with_capacity(N);
+    for i in 0..N {
+        let message = Message::new(format!("{i}")).with_id(format!("o-{i}"));
+        confirms.push(p.send_pipelined(&dest, message).await?);
+        // Take the confirms that are in, as an application would, keeping the rest in flight.
+        while let Some(Some(r)) = confirms.next().now_or_never() {
+            confirmed.push(r?.message_id);
+        }
+    }
+    while let Some(r) = confirms.next().await {
+        confirmed.push(r?.message_id);
+    }
+    check_eq!(confirmed.len(), N, "confirms");
+    let distinct: HashSet<_> = confirmed.iter().collect();
+    check_eq!(distinct.len(), N, "distinct confirmed ids");
+    let got = ctx.drain(&q, Duration::from_millis(500)).await?;
+    let ids: Vec<_> = got.iter().map(|m| m.id.clone()).collect();
+    let expected: Vec<_> = (0..N).map(|i| format!("o-{i}")).collect();
+    check_eq!(ids.len(), N, "messages received");
+    check!(
+        ids == expected,
+        "messages arrive in send order; first out of order at {:?}",
+        ids.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+    Ok(())
+}
+
+/// The send itself or its confirm fails as `Unroutable`, with the message handed back.
+async fn send_pipelined_unroutable_returns_the_message(ctx: Ctx) -> TestResult {
+    let missing = Destination::queue(ctx.name("never-declared"));
+    let sent = Message::new("lost?");
+    let p = ctx.publisher().await?;
+    let r = match p.send_pipelined(&missing, sent.clone()).await {
+        Ok(confirm) => confirm.await,
+        Err(e) => Err(e),
+    };
+    let e = expect_err(r, "pipelined send to a queue that does not exist")?;
+    check_eq!(e.kind(), ErrorKind::Unroutable, "error kind");
+    check_eq!(
+        crate::untraced(e.message()),
+        sent,
+        "message handed back intact"
+    );
+    Ok(())
+}
+
+/// Three sends in flight to a queue with room for two: the first two confirm, the third is
+/// nacked with its message handed back, and the queue holds the first two.
+async fn send_pipelined_full_queue_nacks_only_the_overflow(ctx: Ctx) -> TestResult {
+    let spec = ctx.spec("full-pipe").max_length(2);
+    ctx.declare(&spec).await?;
+    let p = ctx.publisher().await?;
+    let dest = Destination::queue(&spec.name);
+    let mut confirms = Vec::new();
+    let mut refused_at_once = Vec::new();
+    for i in 1..=3 {
+        match p
+            .send_pipelined(&dest, Message::new(format!("{i}")).with_id(format!("f-{i}")))
+            .await
+        {
+            Ok(c) => confirms.push(c),
+            Err(e) => refused_at_once.push(e),
+        }
+    }
+    check_eq!(refused_at_once.len(), 0, "sends refused before the broker answered");
+    let mut results = Vec::new();
+    for c in confirms {
+        results.push(c.await);
+    }
+    check!(
+        results[0].is_ok() && results[1].is_ok(),
+        "the first two confirm: {:?}",
+        &results[..2]
+    );
+    let e = expect_err(results.pop().expect("three"), "the overflowing send")?;
+    check_eq!(e.kind(), ErrorKind::Nacked, "error kind");
+    check_eq!(e.message().id, "f-3", "the overflowing message is handed back");
+    let got = ctx.drain(&spec.name, Duration::from_millis(300)).await?;
+    check_eq!(
+        got.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        vec!["f-1", "f-2"],
+        "queue content"
+    );
+    Ok(())
+}
+
+async fn send_pipelined_injected_nack_returns_the_message(ctx: Ctx) -> TestResult {
+    let faults = ctx
+        .broker
+        .fault_injector()
+        .ok_or_else(|| Failed("fault_injection without an injector".into()))?;
+    let q = ctx.queue("nack-pipe").await?;
+    let p = ctx.publisher().await?;
+    let dest = Destination::queue(&q);
+    faults.nack_next_publish();
+    let sent = Message::new("nack me");
+    let e = expect_err(
+        p.send_pipelined(&dest, sent.clone()).await?.await,
+        "nacked pipelined publish",
+    )?;
+    check_eq!(e.kind(), ErrorKind::Nacked, "error kind");
+    check_eq!(crate::untraced(e.message()), sent, "message handed back");
+    p.send_pipelined(&dest, e.into_message()).await?.await?;
+    check_eq!(ctx.broker.queue_depth(&q).await?, 1, "depth after the resend");
     Ok(())
 }
 

@@ -197,18 +197,24 @@ async fn oversize_message_is_refused_and_handed_back(ctx: Ctx) -> TestResult {
         .expect("required");
     let q = ctx.queue("big").await?;
     let publisher = ctx.publisher().await?;
+    let dest = Destination::queue(&q);
     let sent = Message::new(vec![7u8; max + 1]);
-    let err = publisher
-        .send(&coolmq_core::Destination::queue(&q), sent.clone())
-        .await
-        .err()
-        .ok_or_else(|| crate::Failed("an oversize message was accepted".into()))?;
-    check_eq!(
-        err.kind(),
-        coolmq_core::ErrorKind::MessageTooLarge,
-        "error kind"
-    );
-    check_eq!(err.message().id, sent.id, "message handed back");
+    let refused = [
+        publisher.send(&dest, sent.clone()).await.err(),
+        // A pipelined send is refused before it leaves.
+        publisher.send_pipelined(&dest, sent.clone()).await.err(),
+    ];
+    for (err, how) in refused.into_iter().zip(["send", "send_pipelined"]) {
+        let err = err.ok_or_else(|| {
+            crate::Failed(format!("{how}: an oversize message was accepted"))
+        })?;
+        check_eq!(
+            err.kind(),
+            coolmq_core::ErrorKind::MessageTooLarge,
+            "{how}: error kind"
+        );
+        check_eq!(err.message().id, sent.id, "{how}: message handed back");
+    }
     check_eq!(ctx.broker.queue_depth(&q).await?, 0, "queue depth");
     Ok(())
 }
