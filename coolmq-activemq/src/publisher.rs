@@ -109,7 +109,7 @@ impl AmqPublisher {
     async fn transfer(
         &self,
         destination: &Destination,
-        message: Message,
+        mut message: Message,
         delay: Option<Duration>,
     ) -> Result<Transferred, SendError> {
         let permit = match self.window.try_acquire_arc() {
@@ -120,7 +120,6 @@ impl AmqPublisher {
             Ok(s) => s,
             Err(e) => return Err(SendError::new(e, message)),
         };
-        let mut message = message;
         // The body moves into the AMQP message and back: no copy per send.
         let outgoing = match to_amqp_taking_body(&mut message, delay) {
             Ok(a) => Arc::new(Sendable::from(a)),
@@ -243,5 +242,48 @@ impl PublisherBackend for PublisherHandle {
         Ok(Box::new(
             crate::transaction::AmqTransaction::begin(self.1.clone()).await?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ActiveMqOptions;
+
+    fn handle() -> PublisherHandle {
+        let options = ActiveMqOptions::from_url("amqp1://127.0.0.1:1").expect("url");
+        let link = Arc::new(Link::new(options, Duration::from_secs(1)));
+        let publisher = Arc::new(AmqPublisher::new(link.clone(), 8, Duration::from_secs(1)));
+        PublisherHandle(publisher, link)
+    }
+
+    #[test]
+    fn send_futures_stay_small() {
+        let h = handle();
+        let d = Destination::queue("q");
+        let o = SendOptions::default();
+        let pipelined = h.send_pipelined(&d, Message::new("x"), &o);
+        let transfer = h.0.transfer(&d, Message::new("x"), None);
+        let send = h.0.publish(&d, Message::new("x"), None);
+        let link = Arc::new(SenderLink::new_failed_for_tests(d.clone()));
+        let out: crate::sender_link::Outgoing = Arc::new(Sendable::from(
+            crate::convert::to_amqp(&Message::new("x"), None).expect("converts"),
+        ));
+        eprintln!(
+            "acquire_arc {} sender() {} link.transfer {} pending {} timeout {}",
+            std::mem::size_of_val(&h.0.window.acquire_arc()),
+            std::mem::size_of_val(&h.0.sender(&d)),
+            std::mem::size_of_val(&link.transfer(&out, Duration::from_secs(1))),
+            std::mem::size_of::<Pending>(),
+            std::mem::size_of::<tokio::time::Timeout<Pending>>(),
+        );
+        eprintln!(
+            "send_pipelined box {} transfer {} publish {} message {} transferred {}",
+            std::mem::size_of_val(&*pipelined),
+            std::mem::size_of_val(&transfer),
+            std::mem::size_of_val(&send),
+            std::mem::size_of::<Message>(),
+            std::mem::size_of::<Transferred>(),
+        );
     }
 }

@@ -120,6 +120,17 @@ impl SenderLink {
         }
     }
 
+    #[cfg(test)]
+    pub fn new_failed_for_tests(destination: Destination) -> Self {
+        SenderLink {
+            inner: async_lock::Mutex::new(Inner {
+                state: State::Failed,
+                transfer: ReusableBoxFuture::new(std::future::pending()),
+            }),
+            destination,
+        }
+    }
+
     /// Where the link sends to.
     pub fn destination(&self) -> &Destination {
         &self.destination
@@ -133,15 +144,22 @@ impl SenderLink {
     pub async fn transfer(&self, message: &Outgoing, timeout: Duration) -> Result<Pending> {
         // The fast path (link free, credit available) sets no timer and spends no cooperative
         // budget; waiting is rare and its future large, so it is boxed.
-        match self.inner.try_lock() {
-            Some(mut inner) => match inner.start(message) {
-                Err(e) => Err(e),
-                Ok(()) => match poll_fn(|cx| Poll::Ready(inner.transfer.poll(cx))).await {
-                    Poll::Ready(done) => inner.finish(done),
-                    Poll::Pending => Box::pin(inner.wait(Instant::now() + timeout, timeout)).await,
-                },
-            },
-            None => Box::pin(self.transfer_waiting(message, timeout)).await,
+        let Some(mut inner) = self.inner.try_lock() else {
+            return Box::pin(self.transfer_waiting(message, timeout)).await;
+        };
+        inner.start(message)?;
+        // Only the small result is kept across the slow path's await, not the finished
+        // transfer (the sender link itself): it would make every send's future ~800 B larger.
+        let first = poll_fn(|cx| {
+            Poll::Ready(match inner.transfer.poll(cx) {
+                Poll::Ready(done) => Some(inner.finish(done)),
+                Poll::Pending => None,
+            })
+        })
+        .await;
+        match first {
+            Some(transferred) => transferred,
+            None => Box::pin(inner.wait(Instant::now() + timeout, timeout)).await,
         }
     }
 
