@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coolmq_core::{
-    BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result, SendError,
-    SendOptions, TransactionBackend,
+    BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result,
+    SendError, SendOptions, TransactionBackend,
 };
 use fe2o3_amqp::link::delivery::Sendable;
 use fe2o3_amqp::types::messaging::Outcome;
 use tokio::sync::Mutex;
 
 use crate::connection::Link;
-use crate::convert::{restore_body, to_amqp_taking_body};
+use crate::convert::{restore, to_amqp_taking};
 use crate::error::map;
 use crate::sender_link::{Pending, SenderLink};
 
@@ -120,8 +120,8 @@ impl AmqPublisher {
             Ok(s) => s,
             Err(e) => return Err(SendError::new(e, message)),
         };
-        // The body moves into the AMQP message and back: no copy per send.
-        let outgoing = match to_amqp_taking_body(&mut message, delay) {
+        // Body, id and headers move into the AMQP message and back: no copies per send.
+        let outgoing = match to_amqp_taking(&mut message, delay) {
             Ok(a) => Arc::new(Sendable::from(a)),
             Err(e) => return Err(SendError::new(e, message)),
         };
@@ -130,7 +130,7 @@ impl AmqPublisher {
         let sections = Arc::try_unwrap(outgoing)
             .map(|s| s.message)
             .unwrap_or_else(|shared| shared.message.clone());
-        restore_body(&mut message, sections);
+        restore(&mut message, sections);
         match transferred {
             Ok(pending) => Ok(Transferred {
                 pending,
@@ -166,9 +166,7 @@ impl Transferred {
         let outcome = match tokio::time::timeout(timeout, self.pending).await {
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
-                format!(
-                    "no outcome within {timeout:?}; the broker may have taken the message"
-                ),
+                format!("no outcome within {timeout:?}; the broker may have taken the message"),
             )),
             Ok(Err(e)) => Err(map(e, "outcome").set_temporary(true)),
             Ok(Ok(Outcome::Accepted(_))) => Ok(()),

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use coolmq::{Config, Destination, Message, Publisher};
+use fe2o3_amqp::link::delivery::Sendable;
 use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::types::messaging::{
@@ -59,8 +60,12 @@ pub struct Args {
 /// One side of the comparison.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Side {
-    /// Raw fe2o3-amqp: one task transfers, a `FuturesUnordered` awaits the outcomes.
+    /// Raw fe2o3-amqp: one task transfers, a `FuturesUnordered` awaits the outcomes; each
+    /// message is dropped once transferred (so it cannot be resent if it is not accepted).
     Raw,
+    /// Raw fe2o3-amqp keeping each message until its outcome, as resending a released or
+    /// rejected message needs (and as coolmq does, to hand it back).
+    RawKeeping,
     /// coolmq the same way: `send_pipelined` in one task, its confirms in a `FuturesUnordered`.
     Coolmq,
     /// coolmq with concurrent `send`s (`buffer_unordered`): no order promised.
@@ -68,7 +73,7 @@ pub enum Side {
 }
 
 impl Side {
-    const ALL: [Side; 3] = [Side::Raw, Side::Coolmq, Side::Concurrent];
+    const ALL: [Side; 4] = [Side::Raw, Side::RawKeeping, Side::Coolmq, Side::Concurrent];
 }
 
 /// What raw fe2o3 sends: the same sections on the wire as coolmq's JMS-compatible message
@@ -130,6 +135,34 @@ fn check(o: Result<Outcome, fe2o3_amqp::link::SendError>) -> Result<(), BoxError
         Outcome::Accepted(_) => Ok(()),
         other => Err(format!("unexpected outcome {other:?}").into()),
     }
+}
+
+/// [`raw_send`], keeping each message until its outcome (`send_batchable_ref`).
+async fn raw_send_keeping(
+    sender: &mut Sender,
+    n: usize,
+    size: usize,
+    window: usize,
+) -> Result<Duration, BoxError> {
+    let start = Instant::now();
+    let mut inflight = FuturesUnordered::new();
+    for i in 0..n {
+        while inflight.len() >= window {
+            check(inflight.next().await.expect("non-empty"))?;
+        }
+        let kept = Sendable::from(raw_message(i, size));
+        let outcome = sender.send_batchable_ref(&kept).await?;
+        inflight.push(async move {
+            let o = outcome.await;
+            // Here a caller would resend `kept` if the broker did not accept it.
+            drop(kept);
+            o
+        });
+    }
+    while let Some(o) = inflight.next().await {
+        check(o)?;
+    }
+    Ok(start.elapsed())
 }
 
 /// coolmq's pipelined send, shaped like [`raw_send`].
@@ -214,88 +247,109 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let blocks = args.messages.div_ceil(BLOCK);
     let n = blocks * BLOCK;
     let id = std::process::id();
-    let (raw_q, cool_q, concurrent_q) = (
+    let (raw_q, keep_q, cool_q, concurrent_q) = (
         format!("coolmq.bench.{id}.raw"),
+        format!("coolmq.bench.{id}.raw-keeping"),
         format!("coolmq.bench.{id}.coolmq"),
         format!("coolmq.bench.{id}.concurrent"),
     );
-    for q in [&raw_q, &cool_q, &concurrent_q] {
+    let queues = [&raw_q, &keep_q, &cool_q, &concurrent_q];
+    for q in queues {
         broker
             .declare_queue(&broker.queue_spec(q.as_str()).dead_letter_queue(None))
             .await?;
     }
     // The same target as coolmq's (an anycast queue by capability).
-    let target = Target::builder()
-        .address(raw_q.clone())
-        .capabilities(vec![Symbol::from("queue")])
-        .build();
+    let target = |address: &str| {
+        Target::builder()
+            .address(address.to_string())
+            .capabilities(vec![Symbol::from("queue")])
+            .build()
+    };
     let mut sender = Sender::builder()
         .name("bench-raw-sender")
-        .target(target)
+        .target(target(&raw_q))
+        .attach(&mut session)
+        .await?;
+    let mut keep_sender = Sender::builder()
+        .name("bench-raw-keeping-sender")
+        .target(target(&keep_q))
         .attach(&mut session)
         .await?;
     let publisher = broker.publisher().await?;
     // Warm-up, untimed.
     raw_send(&mut sender, 500, args.size, args.window).await?;
+    raw_send_keeping(&mut keep_sender, 500, args.size, args.window).await?;
     coolmq_send(&publisher, &cool_q, 500, args.size, args.window).await?;
     coolmq_send_concurrent(&publisher, &concurrent_q, 500, args.size, args.window).await?;
 
     // Per side: throughput per repetition, CPU, and per block the ratio to raw's block.
-    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
-    let mut pairs = [Vec::new(), Vec::new(), Vec::new()];
-    let mut cpu = [CpuUse::default(), CpuUse::default(), CpuUse::default()];
+    const SIDES: usize = Side::ALL.len();
+    let mut rates: [Vec<f64>; SIDES] = Default::default();
+    let mut pairs: [Vec<f64>; SIDES] = Default::default();
+    let mut keeping_pairs = Vec::new();
+    let mut cpu = [CpuUse::default(); SIDES];
     let runs = |side: Side| args.only.is_none_or(|only| only == side);
     for _ in 0..args.reps {
-        let mut total = [Duration::ZERO; 3];
+        let mut total = [Duration::ZERO; SIDES];
         for block in 0..blocks {
-            let mut took = [Duration::ZERO; 3];
+            let mut took = [Duration::ZERO; SIDES];
             // Each block runs every side once, in an order that rotates block by block.
-            for k in 0..3 {
-                let s = (block + k) % 3;
+            for k in 0..SIDES {
+                let s = (block + k) % SIDES;
                 let side = Side::ALL[s];
                 if !runs(side) {
                     continue;
                 }
+                let (size, window) = (args.size, args.window);
                 let before = CpuUse::now();
                 took[s] = match side {
-                    Side::Raw => raw_send(&mut sender, BLOCK, args.size, args.window).await?,
-                    Side::Coolmq => {
-                        coolmq_send(&publisher, &cool_q, BLOCK, args.size, args.window).await?
+                    Side::Raw => raw_send(&mut sender, BLOCK, size, window).await?,
+                    Side::RawKeeping => {
+                        raw_send_keeping(&mut keep_sender, BLOCK, size, window).await?
                     }
+                    Side::Coolmq => coolmq_send(&publisher, &cool_q, BLOCK, size, window).await?,
                     Side::Concurrent => {
-                        coolmq_send_concurrent(
-                            &publisher,
-                            &concurrent_q,
-                            BLOCK,
-                            args.size,
-                            args.window,
-                        )
-                        .await?
+                        coolmq_send_concurrent(&publisher, &concurrent_q, BLOCK, size, window)
+                            .await?
                     }
                 };
                 cpu[s].add_since(&before);
             }
-            for s in 0..3 {
+            for s in 0..SIDES {
                 total[s] += took[s];
-                if s > 0 && args.only.is_none() {
-                    pairs[s].push(took[0].as_secs_f64() / took[s].as_secs_f64());
-                }
+            }
+            if args.only.is_none() {
+                let secs = |s: Side| took[s as usize].as_secs_f64();
+                pairs[2].push(secs(Side::Raw) / secs(Side::Coolmq));
+                pairs[3].push(secs(Side::Raw) / secs(Side::Concurrent));
+                keeping_pairs.push(secs(Side::RawKeeping) / secs(Side::Coolmq));
             }
         }
-        for s in 0..3 {
+        for s in 0..SIDES {
             rates[s].push(rate(n, total[s]));
         }
     }
     if args.only.is_none() {
-        report_paired("activemq", "send-pipelined", n, &rates[0], &rates[1], &pairs[1]);
-        report_paired("activemq", "send-concurrent", n, &rates[0], &rates[2], &pairs[2]);
+        let [raw, keeping, pipelined, concurrent] = &rates;
+        report_paired("activemq", "send-pipelined", n, raw, pipelined, &pairs[2]);
+        report_paired("activemq", "send-concurrent", n, raw, concurrent, &pairs[3]);
+        report_paired(
+            "activemq",
+            "send-pipelined vs raw keeping its messages",
+            n,
+            keeping,
+            pipelined,
+            &keeping_pairs,
+        );
     }
     let sent = n * args.reps;
     println!(
-        "activemq send              client CPU µs per message: raw={} pipelined={} concurrent={}",
+        "activemq send client CPU µs per message: raw={} raw-keeping={} pipelined={} concurrent={}",
         cpu[0].per_message(sent),
         cpu[1].per_message(sent),
         cpu[2].per_message(sent),
+        cpu[3].per_message(sent),
     );
     if args.only.is_none() && !args.send_only {
         // Both queues now hold the same number of messages: consume them all.
@@ -310,9 +364,10 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         .await?;
     }
     sender.close().await?;
+    keep_sender.close().await?;
     session.end().await?;
     connection.close().await?;
-    for q in [&raw_q, &cool_q, &concurrent_q] {
+    for q in queues {
         let _ = broker.delete_queue(q).await;
     }
     broker.close().await?;

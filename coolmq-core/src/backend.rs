@@ -12,8 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{
-    BackendConfirm, Capabilities, ConsumerOptions, Delivery, Destination, Message, QueueSpec, Receipt, Result,
-    SendError, SendOptions,
+    BackendConfirm, Capabilities, ConsumerOptions, Delivery, Destination, Message, QueueSpec,
+    Receipt, Result, SendError, SendOptions,
 };
 
 /// Who a backend is and what it can do.

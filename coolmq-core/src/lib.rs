@@ -14,8 +14,8 @@ mod address;
 pub mod backend;
 mod broker;
 mod capability;
-mod confirm;
 mod config;
+mod confirm;
 mod consumer;
 pub mod dead_letter;
 mod delivery;
@@ -39,10 +39,10 @@ pub use backend::{
 };
 pub use broker::Broker;
 pub use capability::Capabilities;
-pub use confirm::{BackendConfirm, PendingConfirm};
 pub use config::{
     parse_backend_url, parse_url, parse_url_option, redact_url, Config, ENV_CONFIG_FILE, ENV_PREFIX,
 };
+pub use confirm::{BackendConfirm, PendingConfirm};
 pub use consumer::{Consumer, ConsumerOptions, DEFAULT_PREFETCH};
 pub use dead_letter::{DeadLetterEvent, DeadLetterObserver, LogObserver};
 pub use delivery::{ack_after_forward, Delivery, DeliveryContext, Nack};

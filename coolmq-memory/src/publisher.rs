@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coolmq_core::{
-    BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result, SendError,
-    SendOptions, TransactionBackend,
+    BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result,
+    SendError, SendOptions, TransactionBackend,
 };
 
 use crate::engine::{Closed, Engine};
@@ -50,13 +50,15 @@ impl MemoryPublisher {
             return Ok(Stored::Answered(Err(SendError::new(e, message))));
         }
         let lose_confirm = faults.lose_next_confirm.swap(false, Ordering::SeqCst);
-        Ok(match self.engine.publish(destination, &message, options.delay) {
-            Ok(()) if lose_confirm => Stored::ConfirmLost(message, self.confirm_timeout),
-            Ok(()) => Stored::Answered(Ok(Receipt {
-                message_id: message.id,
-            })),
-            Err(e) => Stored::Answered(Err(SendError::new(e, message))),
-        })
+        Ok(
+            match self.engine.publish(destination, &message, options.delay) {
+                Ok(()) if lose_confirm => Stored::ConfirmLost(message, self.confirm_timeout),
+                Ok(()) => Stored::Answered(Ok(Receipt {
+                    message_id: message.id,
+                })),
+                Err(e) => Stored::Answered(Err(SendError::new(e, message))),
+            },
+        )
     }
 }
 

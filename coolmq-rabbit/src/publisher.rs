@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coolmq_core::{
-    BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result, SendError,
-    SendOptions, TransactionBackend,
+    BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result,
+    SendError, SendOptions, TransactionBackend,
 };
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString};
-use lapin::{Channel, Confirmation};
 use lapin::PublisherConfirm;
+use lapin::{Channel, Confirmation};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::connection::Link;

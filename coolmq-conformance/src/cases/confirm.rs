@@ -249,14 +249,21 @@ async fn send_pipelined_full_queue_nacks_only_the_overflow(ctx: Ctx) -> TestResu
     let mut refused_at_once = Vec::new();
     for i in 1..=3 {
         match p
-            .send_pipelined(&dest, Message::new(format!("{i}")).with_id(format!("f-{i}")))
+            .send_pipelined(
+                &dest,
+                Message::new(format!("{i}")).with_id(format!("f-{i}")),
+            )
             .await
         {
             Ok(c) => confirms.push(c),
             Err(e) => refused_at_once.push(e),
         }
     }
-    check_eq!(refused_at_once.len(), 0, "sends refused before the broker answered");
+    check_eq!(
+        refused_at_once.len(),
+        0,
+        "sends refused before the broker answered"
+    );
     let mut results = Vec::new();
     for c in confirms {
         results.push(c.await);
@@ -268,7 +275,11 @@ async fn send_pipelined_full_queue_nacks_only_the_overflow(ctx: Ctx) -> TestResu
     );
     let e = expect_err(results.pop().expect("three"), "the overflowing send")?;
     check_eq!(e.kind(), ErrorKind::Nacked, "error kind");
-    check_eq!(e.message().id, "f-3", "the overflowing message is handed back");
+    check_eq!(
+        e.message().id,
+        "f-3",
+        "the overflowing message is handed back"
+    );
     let got = ctx.drain(&spec.name, Duration::from_millis(300)).await?;
     check_eq!(
         got.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
@@ -295,7 +306,11 @@ async fn send_pipelined_injected_nack_returns_the_message(ctx: Ctx) -> TestResul
     check_eq!(e.kind(), ErrorKind::Nacked, "error kind");
     check_eq!(crate::untraced(e.message()), sent, "message handed back");
     p.send_pipelined(&dest, e.into_message()).await?.await?;
-    check_eq!(ctx.broker.queue_depth(&q).await?, 1, "depth after the resend");
+    check_eq!(
+        ctx.broker.queue_depth(&q).await?,
+        1,
+        "depth after the resend"
+    );
     Ok(())
 }
 

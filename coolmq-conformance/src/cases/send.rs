@@ -205,9 +205,8 @@ async fn oversize_message_is_refused_and_handed_back(ctx: Ctx) -> TestResult {
         publisher.send_pipelined(&dest, sent.clone()).await.err(),
     ];
     for (err, how) in refused.into_iter().zip(["send", "send_pipelined"]) {
-        let err = err.ok_or_else(|| {
-            crate::Failed(format!("{how}: an oversize message was accepted"))
-        })?;
+        let err =
+            err.ok_or_else(|| crate::Failed(format!("{how}: an oversize message was accepted")))?;
         check_eq!(
             err.kind(),
             coolmq_core::ErrorKind::MessageTooLarge,
