@@ -113,10 +113,10 @@ impl RabbitPublisher {
         message: Message,
         delay: Option<Duration>,
     ) -> Result<Receipt, SendError> {
-        self.transfer(destination, message, delay)
-            .await?
-            .outcome()
-            .await
+        // Two statements: a temporary lives to the end of its statement, so in one the
+        // finished transfer future would stay in (and enlarge) this future while it waits.
+        let transferred = self.transfer(destination, message, delay).await?;
+        transferred.outcome().await
     }
 
     /// Publish (after a window slot and the channel are ready) and return what awaits the
