@@ -168,6 +168,22 @@ pub(crate) fn restore(m: &mut Message, a: AmqpMessage) {
     }
 }
 
+/// The message id [`to_amqp_taking`] moved into a sent message (moved out again when the
+/// send holds the only reference).
+pub(crate) fn sent_id(
+    sent: std::sync::Arc<fe2o3_amqp::link::delivery::Sendable<Body<Value>>>,
+) -> String {
+    let id = |p: Option<Properties>| match p.and_then(|p| p.message_id) {
+        Some(MessageId::String(id)) => id,
+        Some(other) => id_text(&other),
+        None => String::new(),
+    };
+    match std::sync::Arc::try_unwrap(sent) {
+        Ok(s) => id(s.message.properties),
+        Err(shared) => id(shared.message.properties.clone()),
+    }
+}
+
 /// A header value as an application property, moved. Nested values were refused before.
 fn into_simple(v: HeaderValue) -> SimpleValue {
     match v {

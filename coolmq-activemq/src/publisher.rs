@@ -21,9 +21,9 @@ use fe2o3_amqp::types::messaging::Outcome;
 use tokio::sync::Mutex;
 
 use crate::connection::Link;
-use crate::convert::{restore, to_amqp_taking};
+use crate::convert::{restore, sent_id, to_amqp_taking};
 use crate::error::map;
-use crate::sender_link::{Pending, SenderLink};
+use crate::sender_link::{Outgoing, Pending, SenderLink};
 
 pub(crate) struct AmqPublisher {
     link: Arc<Link>,
@@ -125,32 +125,40 @@ impl AmqPublisher {
             Ok(a) => Arc::new(Sendable::from(a)),
             Err(e) => return Err(SendError::new(e, message)),
         };
-        let transferred = sender.transfer(&outgoing, self.confirm_timeout).await;
-        // The link holds no reference once `transfer` returned.
-        let sections = Arc::try_unwrap(outgoing)
-            .map(|s| s.message)
-            .unwrap_or_else(|shared| shared.message.clone());
-        restore(&mut message, sections);
-        match transferred {
+        match sender.transfer(&outgoing, self.confirm_timeout).await {
             Ok(pending) => Ok(Transferred {
                 pending,
-                message,
+                rest: message,
+                sent: outgoing,
                 destination: sender,
                 timeout: self.confirm_timeout,
                 window_slot: Some(permit),
             }),
             Err(e) => {
                 self.forget_if_failed(&sender);
-                Err(SendError::new(e, message))
+                Err(SendError::new(e, whole(message, outgoing)))
             }
         }
     }
 }
 
-/// A message on the wire awaiting its outcome; holds its window slot until then.
+/// The message again from what [`to_amqp_taking`] left in `rest` and moved into `sent`.
+fn whole(mut rest: Message, sent: Outgoing) -> Message {
+    // The link holds no reference once its transfer returned.
+    let sections = Arc::try_unwrap(sent)
+        .map(|s| s.message)
+        .unwrap_or_else(|shared| shared.message.clone());
+    restore(&mut rest, sections);
+    rest
+}
+
+/// A message on the wire awaiting its outcome; holds its window slot until then. The message
+/// is put back together only if it has to be handed back.
 struct Transferred {
     pending: Pending,
-    message: Message,
+    /// The message's fields that were not moved into `sent`.
+    rest: Message,
+    sent: Outgoing,
     /// The link it went out on (names the destination in errors).
     destination: Arc<SenderLink>,
     timeout: Duration,
@@ -200,11 +208,11 @@ impl Transferred {
         };
         match outcome {
             Ok(()) => Ok(Receipt {
-                message_id: self.message.id,
+                message_id: sent_id(self.sent),
             }),
             Err(e) => Err(SendError::new(
                 e.with_context("destination", self.destination.destination().to_string()),
-                self.message,
+                whole(self.rest, self.sent),
             )),
         }
     }
