@@ -267,7 +267,7 @@ async fn memory_conformance_table() -> TestResult {
     std::fs::remove_file(&path)?;
     let out = out?;
     if !out.contains("confirm::unroutable_queue_returns_the_message")
-        || !out.contains("7 passed, 0 failed")
+        || !out.contains("11 passed, 0 failed")
     {
         return Err(fail(format!("table:\n{out}")));
     }
