@@ -161,10 +161,7 @@ impl Publisher {
         message: Message,
         options: &SendOptions,
     ) -> Result<Receipt, SendError> {
-        let (message, mut observed) = match self.prepare(destination, message, options) {
-            Ok(ready) => ready,
-            Err(failed) => return Err(failed),
-        };
+        let (message, mut observed) = self.prepare(destination, message, options)?;
         let result = self
             .inner
             .send(destination, message, options)
@@ -221,10 +218,7 @@ impl Publisher {
         message: Message,
         options: &SendOptions,
     ) -> Result<PendingConfirm, SendError> {
-        let (message, mut observed) = match self.prepare(destination, message, options) {
-            Ok(ready) => ready,
-            Err(failed) => return Err(failed),
-        };
+        let (message, mut observed) = self.prepare(destination, message, options)?;
         let started = self
             .inner
             .send_pipelined(destination, message, options)

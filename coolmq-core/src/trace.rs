@@ -37,10 +37,14 @@ pub struct TraceContext {
     pub sampled: bool,
 }
 
+/// Random, not all zero (W3C: an all-zero id is invalid). Filled 8 bytes per draw from the
+/// thread's generator, not one per byte.
 fn nonzero<const N: usize>() -> [u8; N] {
     loop {
         let mut b = [0u8; N];
-        b.iter_mut().for_each(|x| *x = fastrand::u8(..));
+        for chunk in b.chunks_mut(8) {
+            chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes()[..chunk.len()]);
+        }
         if b.iter().any(|x| *x != 0) {
             return b;
         }
@@ -174,6 +178,21 @@ impl fmt::Display for TraceContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_ids_are_random_in_every_byte() {
+        let ids: Vec<_> = (0..64).map(|_| TraceContext::new_root()).collect();
+        for byte in 0..16 {
+            let values: std::collections::HashSet<_> =
+                ids.iter().map(|t| t.trace_id[byte]).collect();
+            assert!(values.len() > 8, "trace id byte {byte} barely varies");
+        }
+        for byte in 0..8 {
+            let values: std::collections::HashSet<_> =
+                ids.iter().map(|t| t.parent_id[byte]).collect();
+            assert!(values.len() > 8, "parent id byte {byte} barely varies");
+        }
+    }
 
     #[test]
     fn roundtrip_and_rejects_malformed() {
