@@ -31,7 +31,8 @@ impl MemoryPublisher {
 
 impl MemoryPublisher {
     /// What the broker does with a message before its confirm: refuse it, store it, or store
-    /// it and lose the confirm (an injected fault). `None` once the connection is closed.
+    /// it and lose the confirm (an injected fault). Fails at once only when the connection is
+    /// closed: every other refusal comes with the confirm, as from a real broker.
     fn store(
         &self,
         destination: &Destination,
