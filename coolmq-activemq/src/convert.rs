@@ -170,18 +170,20 @@ pub(crate) fn restore(m: &mut Message, a: AmqpMessage) {
 
 /// The message id [`to_amqp_taking`] moved into a sent message (moved out again when the
 /// send holds the only reference).
-pub(crate) fn sent_id(
-    sent: std::sync::Arc<fe2o3_amqp::link::delivery::Sendable<Body<Value>>>,
-) -> String {
-    let id = |p: Option<Properties>| match p.and_then(|p| p.message_id) {
-        Some(MessageId::String(id)) => id,
-        Some(other) => id_text(&other),
-        None => String::new(),
+pub(crate) fn sent_id(sent: crate::sender_link::Outgoing) -> String {
+    let id = match std::sync::Arc::try_unwrap(sent) {
+        Ok(s) => s.message.properties.and_then(|p| p.message_id),
+        Err(shared) => shared
+            .message
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_id.clone()),
     };
-    match std::sync::Arc::try_unwrap(sent) {
-        Ok(s) => id(s.message.properties),
-        Err(shared) => id(shared.message.properties.clone()),
-    }
+    id.map(|id| match id {
+        MessageId::String(id) => id,
+        other => id_text(&other),
+    })
+    .unwrap_or_default()
 }
 
 /// A header value as an application property, moved. Nested values were refused before.

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coolmq_core::{
-    Broker, Config, ConnectFn, Consumer, Delivery, Destination, Message, Publisher, QueueSpec,
-    Result,
+    Broker, Config, ConnectFn, Consumer, Delivery, Destination, FaultInjector, Message, Publisher,
+    QueueSpec, Result,
 };
 
 use crate::{Failed, TestResult};
@@ -77,6 +77,13 @@ impl Ctx {
     /// A publisher.
     pub async fn publisher(&self) -> Result<Publisher> {
         self.broker.publisher().await
+    }
+
+    /// The broker's fault injector (for cases that require `fault_injection`).
+    pub fn faults(&self) -> Result<Arc<dyn FaultInjector>, Failed> {
+        self.broker
+            .fault_injector()
+            .ok_or_else(|| Failed("fault_injection without an injector".into()))
     }
 
     /// Send one message to a queue and require the confirm.

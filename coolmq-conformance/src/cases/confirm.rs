@@ -73,6 +73,22 @@ fn expect_err(r: Result<coolmq_core::Receipt, SendError>, what: &str) -> Result<
     }
 }
 
+/// `r` failed as `Unroutable` and handed `sent` back intact.
+fn check_returned(
+    r: Result<coolmq_core::Receipt, SendError>,
+    what: &str,
+    sent: &Message,
+) -> TestResult {
+    let e = expect_err(r, what)?;
+    check_eq!(e.kind(), ErrorKind::Unroutable, "error kind");
+    check_eq!(
+        crate::untraced(e.message()),
+        *sent,
+        "message handed back intact"
+    );
+    Ok(())
+}
+
 async fn confirmed_message_is_in_the_queue(ctx: Ctx) -> TestResult {
     let q = ctx.queue("c").await?;
     let receipt = ctx
@@ -97,14 +113,7 @@ async fn unroutable_queue_returns_the_message(ctx: Ctx) -> TestResult {
         .await?
         .send(&Destination::queue(&missing), sent.clone())
         .await;
-    let e = expect_err(r, "send to a queue that does not exist")?;
-    check_eq!(e.kind(), ErrorKind::Unroutable, "error kind");
-    check_eq!(
-        crate::untraced(e.message()),
-        sent,
-        "message handed back intact"
-    );
-    Ok(())
+    check_returned(r, "send to a queue that does not exist", &sent)
 }
 
 async fn unroutable_topic_returns_the_message(ctx: Ctx) -> TestResult {
@@ -115,14 +124,7 @@ async fn unroutable_topic_returns_the_message(ctx: Ctx) -> TestResult {
         .await?
         .send(&Destination::topic(&topic), sent.clone())
         .await;
-    let e = expect_err(r, "send to a topic without subscribers")?;
-    check_eq!(e.kind(), ErrorKind::Unroutable, "error kind");
-    check_eq!(
-        crate::untraced(&e.into_message()),
-        sent,
-        "message handed back intact"
-    );
-    Ok(())
+    check_returned(r, "send to a topic without subscribers", &sent)
 }
 
 async fn full_queue_nacks_and_returns_the_message(ctx: Ctx) -> TestResult {
@@ -228,14 +230,7 @@ async fn send_pipelined_unroutable_returns_the_message(ctx: Ctx) -> TestResult {
         Ok(confirm) => confirm.await,
         Err(e) => Err(e),
     };
-    let e = expect_err(r, "pipelined send to a queue that does not exist")?;
-    check_eq!(e.kind(), ErrorKind::Unroutable, "error kind");
-    check_eq!(
-        crate::untraced(e.message()),
-        sent,
-        "message handed back intact"
-    );
-    Ok(())
+    check_returned(r, "pipelined send to a queue that does not exist", &sent)
 }
 
 /// Three sends in flight to a queue with room for two: the first two confirm, the third is
@@ -290,10 +285,7 @@ async fn send_pipelined_full_queue_nacks_only_the_overflow(ctx: Ctx) -> TestResu
 }
 
 async fn send_pipelined_injected_nack_returns_the_message(ctx: Ctx) -> TestResult {
-    let faults = ctx
-        .broker
-        .fault_injector()
-        .ok_or_else(|| Failed("fault_injection without an injector".into()))?;
+    let faults = ctx.faults()?;
     let q = ctx.queue("nack-pipe").await?;
     let p = ctx.publisher().await?;
     let dest = Destination::queue(&q);
@@ -315,10 +307,7 @@ async fn send_pipelined_injected_nack_returns_the_message(ctx: Ctx) -> TestResul
 }
 
 async fn injected_nack_returns_the_message(ctx: Ctx) -> TestResult {
-    let faults = ctx
-        .broker
-        .fault_injector()
-        .ok_or_else(|| Failed("fault_injection without an injector".into()))?;
+    let faults = ctx.faults()?;
     let q = ctx.queue("nack").await?;
     let p = ctx.publisher().await?;
     let sent = Message::new("nack me");
@@ -344,10 +333,7 @@ async fn injected_nack_returns_the_message(ctx: Ctx) -> TestResult {
 }
 
 async fn lost_confirm_times_out_and_resend_duplicates(ctx: Ctx) -> TestResult {
-    let faults = ctx
-        .broker
-        .fault_injector()
-        .ok_or_else(|| Failed("fault_injection without an injector".into()))?;
+    let faults = ctx.faults()?;
     let q = ctx.queue("lost").await?;
     let p = ctx.publisher().await?;
     let sent = Message::new("confirm lost");

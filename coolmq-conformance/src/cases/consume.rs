@@ -374,10 +374,7 @@ async fn expired_message_is_not_delivered(ctx: Ctx) -> TestResult {
 }
 
 async fn connection_drop_requeues_and_stale_ack_is_local(ctx: Ctx) -> TestResult {
-    let faults = ctx
-        .broker
-        .fault_injector()
-        .ok_or_else(|| Failed("no injector".into()))?;
+    let faults = ctx.faults()?;
     let q = ctx.queue("conn").await?;
     ctx.send(&q, Message::new("in flight").with_id("f-1"))
         .await?;
