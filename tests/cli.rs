@@ -39,20 +39,54 @@ async fn cli_ok(args: &[&str]) -> Result<String, Failed> {
         .map_err(|e| fail(format!("coolmq {}: {e}", args.join(" "))))
 }
 
-/// Run the real binary; (exit success, stdout, stderr).
+/// Longest a run of the real binary may take (the conformance table runs up to 11 cases).
+const BIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Run the real binary; (exit success, stdout, stderr). Killed and failed past
+/// [`BIN_TIMEOUT`], with what it printed, so a hung command fails the test instead of the run.
 fn bin(args: &[&str]) -> Result<(bool, String, String), Failed> {
-    let out = Command::new(env!("CARGO_BIN_EXE_coolmq"))
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coolmq"))
         .args(args)
         .env_remove("COOLMQ_URL")
         .env_remove("COOLMQ_CONFIG")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| fail(format!("cannot run coolmq: {e}")))?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + BIN_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let (out, err) = (
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    );
+    match status {
+        Some(status) => Ok((status.success(), out, err)),
+        None => Err(fail(format!(
+            "coolmq {} did not finish within {BIN_TIMEOUT:?} (killed)\nstdout:\n{out}\nstderr:\n{err}",
+            args.join(" ")
+        ))),
+    }
 }
 
 fn json_lines(text: &str) -> Result<Vec<serde_json::Value>, Failed> {

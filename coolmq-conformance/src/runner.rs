@@ -12,6 +12,8 @@ use crate::{cases, Ctx};
 
 /// Longest a single case may run before it fails.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a case's cleanup may take.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A backend to run the suite against.
 #[derive(Clone)]
@@ -68,7 +70,7 @@ async fn probe(target: &Target) -> Result<Capabilities, String> {
         .map_err(|_| format!("connecting to {url} timed out. {}", target.unreachable_hint))?
         .map_err(|e| format!("cannot connect to {url}: {e}. {}", target.unreachable_hint))?;
     let caps = broker.capabilities();
-    let _ = broker.close().await;
+    let _ = tokio::time::timeout(CLEANUP_TIMEOUT, broker.close()).await;
     Ok(caps)
 }
 
@@ -121,8 +123,14 @@ async fn run_case(target: Target, case: crate::Case) -> Result<(), MimicFailed> 
         .map_err(|e| format!("cannot connect: {e}. {}", target.unreachable_hint))?;
     let ctx = Ctx::new(broker, config, target.connect, id);
     let outcome = tokio::time::timeout(CASE_TIMEOUT, (case.run)(ctx.clone())).await;
-    ctx.cleanup().await;
+    // Cleanup talks to the broker too: bounded, so a backend whose delete or close hangs fails
+    // the case instead of hanging the run.
+    let cleaned = tokio::time::timeout(CLEANUP_TIMEOUT, ctx.cleanup()).await;
     match outcome {
+        Ok(Ok(())) if cleaned.is_err() => Err(format!(
+            "cleanup (deleting the case's queues, closing the broker) did not finish within {CLEANUP_TIMEOUT:?}"
+        )
+        .into()),
         Ok(Ok(())) => Ok(()),
         Ok(Err(f)) => Err(f.0.into()),
         Err(_) => Err(format!("case timed out after {CASE_TIMEOUT:?}").into()),

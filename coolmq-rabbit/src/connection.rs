@@ -72,19 +72,30 @@ impl Link {
         Ok(connection)
     }
 
-    /// A new channel on the live connection.
+    /// A new channel on the live connection, within the connect timeout: lapin resolves an
+    /// RPC only when the broker answers or the connection reports its end, so a connection
+    /// that dies without reporting it must not hang the caller.
     pub async fn channel(&self) -> Result<Channel> {
         let connection = self.connection().await?;
-        connection
-            .create_channel()
+        tokio::time::timeout(self.connect_timeout, connection.create_channel())
             .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::ConnectionLost,
+                    format!("no channel.open-ok within {:?}", self.connect_timeout),
+                )
+                .set_temporary(true)
+            })?
             .map_err(|e| map(e, "channel.open"))
     }
 
+    /// Close the connection, waiting for the broker's close-ok at most the connect timeout
+    /// (closing must never hang; the socket goes with the connection either way).
     pub async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         if let Some(c) = self.current.lock().await.take() {
-            let _ = c.close(200, "coolmq closing".into()).await;
+            let closing = c.close(200, "coolmq closing".into());
+            let _ = tokio::time::timeout(self.connect_timeout, closing).await;
         }
     }
 }
