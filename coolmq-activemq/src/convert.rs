@@ -168,12 +168,16 @@ pub(crate) fn restore(m: &mut Message, a: AmqpMessage) {
     }
 }
 
-/// The message id [`to_amqp_taking`] moved into a sent message (moved out again when the
-/// send holds the only reference).
-pub(crate) fn sent_id(sent: crate::sender_link::Outgoing) -> String {
-    let id = match std::sync::Arc::try_unwrap(sent) {
-        Ok(s) => s.message.properties.and_then(|p| p.message_id),
-        Err(shared) => shared
+/// The message id [`to_amqp_taking`] moved into a sent message (taken out in place when the
+/// send holds the only reference: moving the whole message out copied ~600 bytes).
+pub(crate) fn sent_id(mut sent: crate::sender_link::Outgoing) -> String {
+    let id = match std::sync::Arc::get_mut(&mut sent) {
+        Some(s) => s
+            .message
+            .properties
+            .as_mut()
+            .and_then(|p| p.message_id.take()),
+        None => sent
             .message
             .properties
             .as_ref()

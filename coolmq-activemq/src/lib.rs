@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod confirm_timer;
 mod connection;
 mod consumer;
 mod convert;

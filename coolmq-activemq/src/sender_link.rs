@@ -29,15 +29,15 @@ pub(crate) type Outgoing = Arc<Sendable<Body<Value>>>;
 /// The outcome a transfer resolves to.
 pub(crate) type Pending = DeliveryFut<std::result::Result<Outcome, fe2o3_amqp::link::SendError>>;
 type Transferred = (
-    Sender,
+    Box<Sender>,
     std::result::Result<Pending, fe2o3_amqp::link::SendError>,
 );
 
-// One per link, and moved on every transfer: boxing the sender would allocate per message.
-#[allow(clippy::large_enum_variant)]
 enum State {
-    /// Idle; the next send may transfer.
-    Ready(Sender),
+    /// Idle; the next send may transfer. Boxed once per link: every transfer moves the
+    /// sender into its future and back, a pointer instead of fe2o3's ~800-byte `Sender`
+    /// (three copies per message, measured with callgrind).
+    Ready(Box<Sender>),
     /// A transfer is under way (inside `transfer`), or was abandoned by a send that was
     /// dropped mid-transfer.
     Busy,
@@ -113,7 +113,7 @@ impl SenderLink {
     pub fn new(sender: Sender, destination: Destination) -> Self {
         SenderLink {
             inner: async_lock::Mutex::new(Inner {
-                state: State::Ready(sender),
+                state: State::Ready(Box::new(sender)),
                 transfer: ReusableBoxFuture::new(std::future::pending()),
             }),
             destination,

@@ -52,8 +52,10 @@ pub struct Message {
 impl Message {
     /// A persistent message with a fresh time-ordered id and the current timestamp.
     pub fn new(body: impl Into<Bytes>) -> Self {
+        // One clock read for both the id and the timestamp.
+        let now = truncate_to_millis(SystemTime::now());
         Message {
-            id: new_message_id(),
+            id: message_id_at(now),
             body: body.into(),
             content_type: None,
             headers: Headers::new(),
@@ -63,7 +65,7 @@ impl Message {
             priority: None,
             persistent: true,
             ttl: None,
-            timestamp: Some(truncate_to_millis(SystemTime::now())),
+            timestamp: Some(now),
         }
     }
 
@@ -170,10 +172,26 @@ fn approximate_value_size(v: &HeaderValue) -> usize {
     }
 }
 
-/// A new unique message id: a UUIDv7, so ids sort by creation time.
+/// A new unique message id: a UUIDv7, so ids sort by creation millisecond.
 pub fn new_message_id() -> String {
+    message_id_at(SystemTime::now())
+}
+
+/// A UUIDv7 for `at`, its 74 random bits from the thread's fastrand generator: uuid's own
+/// `now_v7` draws from a ChaCha generator and orders ids within a millisecond through a shared
+/// counter, a third of a pipelined send's overhead over raw fe2o3 (callgrind); ids need to be
+/// unique, and sorting by millisecond is what brokers and logs show anyway.
+fn message_id_at(at: SystemTime) -> String {
+    let millis = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    random[8..].copy_from_slice(&fastrand::u16(..).to_le_bytes());
     let mut buf = uuid::Uuid::encode_buffer();
-    uuid::Uuid::now_v7()
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
         .hyphenated()
         .encode_lower(&mut buf)
         .to_owned()
@@ -188,6 +206,19 @@ pub fn truncate_to_millis(t: SystemTime) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_uuid_v7_of_the_timestamp() {
+        let m = Message::new("x");
+        let id = uuid::Uuid::parse_str(&m.id).expect("a uuid");
+        assert_eq!(id.get_version_num(), 7);
+        let (secs, nanos) = id.get_timestamp().expect("v7 has one").to_unix();
+        let at = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+        assert_eq!(Some(at), m.timestamp);
+        let many: std::collections::HashSet<String> =
+            (0..10_000).map(|_| new_message_id()).collect();
+        assert_eq!(many.len(), 10_000);
+    }
 
     #[test]
     fn ids_are_unique_and_persistent_is_default() {

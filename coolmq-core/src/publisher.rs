@@ -251,6 +251,13 @@ impl Publisher {
             trace_id = %trace.trace_id(),
             outcome = tracing::field::Empty,
         );
+        // A span no subscriber wants still runs tracing's `log` fallback on every enter, exit
+        // and record (the feature is on when sqlx is built): a span without metadata skips it.
+        let span = if span.is_disabled() {
+            tracing::Span::none()
+        } else {
+            span
+        };
         let mut observed = Observed::start(span, &self.metrics);
         match check_send(
             &self.capabilities,
