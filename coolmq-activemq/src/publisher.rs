@@ -88,6 +88,7 @@ impl AmqPublisher {
     }
 
     /// Forget `link` if it failed, so the next send attaches a new one.
+    #[cold]
     fn forget_if_failed(&self, link: &Arc<SenderLink>) {
         if link.is_failed() {
             self.senders
@@ -169,7 +170,10 @@ impl From<Message> for Kept {
     }
 }
 
-/// The message again from what [`to_amqp_taking`] left in `kept` and moved into `sent`.
+/// The message again from what [`to_amqp_taking`] left in `kept` and moved into `sent`. Only
+/// failures need it: cold.
+#[cold]
+#[inline(never)]
 fn whole(kept: Kept, sent: Outgoing) -> Message {
     let mut message = Message {
         id: String::new(),
@@ -212,50 +216,60 @@ impl Transferred {
     /// confirm timeout is an error that hands the message back.
     async fn outcome(self) -> Result<Receipt, SendError> {
         let timeout = self.deadline.timeout();
-        let outcome = match within(self.pending, self.deadline).await {
-            None => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("no outcome within {timeout:?}; the broker may have taken the message"),
-            )),
-            Some(Err(e)) => Err(map(e, "outcome").set_temporary(true)),
-            Some(Ok(Outcome::Accepted(_))) => Ok(()),
-            Some(Ok(Outcome::Rejected(r))) => {
-                let condition = r
-                    .error
-                    .as_ref()
-                    .map(|e| format!("{:?}", e.condition))
-                    .unwrap_or_default();
-                let temporary = condition.contains("resource-limit");
-                Err(Error::new(
-                    ErrorKind::Rejected,
-                    format!("ActiveMQ rejected the message: {:?}", r.error),
-                )
-                .set_temporary(temporary))
-            }
-            Some(Ok(Outcome::Released(_))) => Err(Error::new(
-                ErrorKind::Rejected,
-                "ActiveMQ released the message (not taken); resend it",
-            )
-            .set_temporary(true)),
-            Some(Ok(Outcome::Modified(m))) => Err(Error::new(
-                ErrorKind::Rejected,
-                format!("ActiveMQ modified the message (not taken): {m:?}"),
-            )
-            .set_temporary(true)),
-            Some(Ok(other)) => Err(Error::new(
-                ErrorKind::Unexpected,
-                format!("unexpected outcome {other:?}"),
-            )),
-        };
-        match outcome {
-            Ok(()) => Ok(Receipt {
+        let outcome = within(self.pending, self.deadline).await;
+        if let Some(Ok(Outcome::Accepted(_))) = outcome {
+            return Ok(Receipt {
                 message_id: sent_id(self.sent),
-            }),
-            Err(e) => Err(SendError::new(
-                e.with_context("destination", self.destination.destination().to_string()),
-                whole(self.rest, self.sent),
-            )),
+            });
         }
+        let error = not_accepted(outcome, timeout)
+            .with_context("destination", self.destination.destination().to_string());
+        Err(SendError::new(error, whole(self.rest, self.sent)))
+    }
+}
+
+/// The error for an outcome other than `Accepted` (`None`: none within `timeout`). Out of
+/// line and cold: every send runs the accepted path, and keeping the rest out of it keeps the
+/// send path's code small (instruction-cache misses were a large part of its cost).
+#[cold]
+#[inline(never)]
+fn not_accepted(
+    outcome: Option<std::result::Result<Outcome, fe2o3_amqp::link::SendError>>,
+    timeout: Duration,
+) -> Error {
+    match outcome {
+        None => Error::new(
+            ErrorKind::Timeout,
+            format!("no outcome within {timeout:?}; the broker may have taken the message"),
+        ),
+        Some(Err(e)) => map(e, "outcome").set_temporary(true),
+        Some(Ok(Outcome::Rejected(r))) => {
+            let condition = r
+                .error
+                .as_ref()
+                .map(|e| format!("{:?}", e.condition))
+                .unwrap_or_default();
+            let temporary = condition.contains("resource-limit");
+            Error::new(
+                ErrorKind::Rejected,
+                format!("ActiveMQ rejected the message: {:?}", r.error),
+            )
+            .set_temporary(temporary)
+        }
+        Some(Ok(Outcome::Released(_))) => Error::new(
+            ErrorKind::Rejected,
+            "ActiveMQ released the message (not taken); resend it",
+        )
+        .set_temporary(true),
+        Some(Ok(Outcome::Modified(m))) => Error::new(
+            ErrorKind::Rejected,
+            format!("ActiveMQ modified the message (not taken): {m:?}"),
+        )
+        .set_temporary(true),
+        Some(Ok(other)) => Error::new(
+            ErrorKind::Unexpected,
+            format!("unexpected outcome {other:?}"),
+        ),
     }
 }
 

@@ -3,13 +3,16 @@
 //! await the outcome without the link, so many transfers are in flight at once.
 //!
 //! fe2o3's transfer future is several KiB. Awaited inside each send, it made every send's
-//! own (boxed, long-lived: it waits for the outcome) future that large, one allocation and
-//! copy per message; here the link owns it in one allocation reused by every transfer
-//! (docs/BENCHMARKS.md).
+//! own (boxed, long-lived: it waits for the outcome) future that large; a future per transfer
+//! kept in the link still cost a copy of it per message, more when the compiler did not inline
+//! the copy (callgrind). So each link has one driver future, made when it is attached: it takes
+//! the message a send leaves in the link's mailbox, transfers it and leaves the result there.
+//! The send that holds the link polls the driver; nothing is built or moved per message.
 
-use std::future::poll_fn;
-use std::sync::Arc;
-use std::task::Poll;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use coolmq_core::{Destination, Error, ErrorKind, Result};
@@ -19,7 +22,6 @@ use fe2o3_amqp::types::messaging::Outcome;
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::Sender;
 use tokio::time::Instant;
-use tokio_util::sync::ReusableBoxFuture;
 
 use crate::error::map;
 
@@ -28,82 +30,116 @@ use crate::error::map;
 pub(crate) type Outgoing = Arc<Sendable<Body<Value>>>;
 /// The outcome a transfer resolves to.
 pub(crate) type Pending = DeliveryFut<std::result::Result<Outcome, fe2o3_amqp::link::SendError>>;
-type Transferred = (
-    Box<Sender>,
-    std::result::Result<Pending, fe2o3_amqp::link::SendError>,
-);
+type Sent = std::result::Result<Pending, fe2o3_amqp::link::SendError>;
 
-enum State {
-    /// Idle; the next send may transfer. Boxed once per link: every transfer moves the
-    /// sender into its future and back, a pointer instead of fe2o3's ~800-byte `Sender`
-    /// (three copies per message, measured with callgrind).
-    Ready(Box<Sender>),
-    /// A transfer is under way (inside `transfer`), or was abandoned by a send that was
-    /// dropped mid-transfer.
-    Busy,
-    /// Closed after an error: the publisher attaches a new link.
-    Failed,
+/// Between the send that holds the link and the link's driver.
+#[derive(Default)]
+struct Mailbox {
+    request: Option<Outgoing>,
+    response: Option<Sent>,
+}
+
+fn open(mailbox: &Mutex<Mailbox>) -> MutexGuard<'_, Mailbox> {
+    mailbox
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Transfers each message left in the mailbox, for the life of the link. Polled only by the
+/// send that holds the link, right after it left a message, so waiting for the next one needs
+/// no waker. Ends when a transfer fails (the link is then closed).
+async fn drive(mut sender: Sender, mailbox: Arc<Mutex<Mailbox>>) {
+    loop {
+        let message = poll_fn(|_| match open(&mailbox).request.take() {
+            Some(message) => Poll::Ready(message),
+            None => Poll::Pending,
+        })
+        .await;
+        let sent = sender.send_batchable_ref(&message).await;
+        drop(message);
+        let failed = sent.is_err();
+        open(&mailbox).response = Some(sent);
+        if failed {
+            tokio::spawn(async move {
+                let _ = sender.close().await;
+            });
+            return;
+        }
+    }
 }
 
 struct Inner {
-    state: State,
-    transfer: ReusableBoxFuture<'static, Transferred>,
+    driver: Pin<Box<dyn Future<Output = ()> + Send>>,
+    mailbox: Arc<Mutex<Mailbox>>,
+    /// A message is with the driver and its result not yet taken. A send dropped
+    /// mid-transfer leaves it so; the next send drives that transfer to its end first.
+    in_flight: bool,
+    /// The link is closed (or its state unknown): the publisher attaches a new one.
+    failed: bool,
 }
 
 impl Inner {
-    /// Start transferring `message` (the future is polled by the caller).
-    fn start(&mut self, message: &Outgoing) -> Result<()> {
-        let sender = match std::mem::replace(&mut self.state, State::Failed) {
-            State::Ready(s) => s,
-            State::Busy => {
-                // A send was dropped mid-transfer: the link's state is unknown. Drop that
-                // transfer (and the link with it); the next send attaches a new link.
-                self.transfer.set(std::future::pending());
-                return Err(closed());
+    /// Transfer `message` (left for the driver once the link is free: `handed` tells).
+    fn poll_send(
+        &mut self,
+        message: &Outgoing,
+        handed: &mut bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Pending>> {
+        loop {
+            if self.failed {
+                return Poll::Ready(Err(closed()));
             }
-            State::Failed => return Err(closed()),
-        };
-        self.state = State::Busy;
-        let message = message.clone();
-        self.transfer.set(async move {
-            let mut sender = sender;
-            let sent = sender.send_batchable_ref(&message).await;
-            (sender, sent)
-        });
-        Ok(())
+            if !*handed && !self.in_flight {
+                open(&self.mailbox).request = Some(message.clone());
+                self.in_flight = true;
+                *handed = true;
+            }
+            let ended = self.driver.as_mut().poll(cx).is_ready();
+            if let Some(sent) = open(&self.mailbox).response.take() {
+                self.in_flight = false;
+                let result = sent.map_err(|e| {
+                    self.failed = true;
+                    map(e, "transfer")
+                });
+                if *handed {
+                    return Poll::Ready(result);
+                }
+                // An abandoned send's transfer finished: now this one.
+                continue;
+            }
+            if ended {
+                self.failed = true;
+                continue;
+            }
+            return Poll::Pending;
+        }
     }
 
-    /// Wait for the transfer until `deadline`; past it, give up the transfer and the link.
-    async fn wait(&mut self, deadline: Instant, timeout: Duration) -> Result<Pending> {
-        match tokio::time::timeout_at(deadline, poll_fn(|cx| self.transfer.poll(cx))).await {
-            Ok(done) => self.finish(done),
+    /// [`Inner::poll_send`] until `deadline`; past it, give up the transfer and the link.
+    async fn wait(
+        &mut self,
+        message: &Outgoing,
+        mut handed: bool,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Pending> {
+        let sending = poll_fn(|cx| self.poll_send(message, &mut handed, cx));
+        match tokio::time::timeout_at(deadline, sending).await {
+            Ok(result) => result,
             Err(_) => {
-                self.transfer.set(std::future::pending());
-                self.state = State::Failed;
+                // No credit in time: the message must not go out after the caller got it
+                // back, so the link (and the transfer in it) is dropped.
+                self.driver = Box::pin(std::future::pending());
+                self.failed = true;
                 Err(no_credit(timeout))
             }
         }
     }
-
-    fn finish(&mut self, done: Transferred) -> Result<Pending> {
-        match done {
-            (sender, Ok(pending)) => {
-                self.state = State::Ready(sender);
-                Ok(pending)
-            }
-            (sender, Err(e)) => {
-                self.state = State::Failed;
-                tokio::spawn(async move {
-                    let _ = sender.close().await;
-                });
-                Err(map(e, "transfer"))
-            }
-        }
-    }
 }
 
-/// A sender link and the transfer in progress on it. async-lock's mutex: locking and
-/// unlocking are single atomic operations when nobody waits (tokio's takes a lock to unlock).
+/// A sender link and its driver. async-lock's mutex: locking and unlocking are single atomic
+/// operations when nobody waits (tokio's takes a lock to unlock).
 pub(crate) struct SenderLink {
     inner: async_lock::Mutex<Inner>,
     destination: Destination,
@@ -111,10 +147,13 @@ pub(crate) struct SenderLink {
 
 impl SenderLink {
     pub fn new(sender: Sender, destination: Destination) -> Self {
+        let mailbox = Arc::new(Mutex::new(Mailbox::default()));
         SenderLink {
             inner: async_lock::Mutex::new(Inner {
-                state: State::Ready(Box::new(sender)),
-                transfer: ReusableBoxFuture::new(std::future::pending()),
+                driver: Box::pin(drive(sender, mailbox.clone())),
+                mailbox,
+                in_flight: false,
+                failed: false,
             }),
             destination,
         }
@@ -124,8 +163,10 @@ impl SenderLink {
     pub fn new_failed_for_tests(destination: Destination) -> Self {
         SenderLink {
             inner: async_lock::Mutex::new(Inner {
-                state: State::Failed,
-                transfer: ReusableBoxFuture::new(std::future::pending()),
+                driver: Box::pin(std::future::pending()),
+                mailbox: Arc::default(),
+                in_flight: false,
+                failed: true,
             }),
             destination,
         }
@@ -147,19 +188,20 @@ impl SenderLink {
         let Some(mut inner) = self.inner.try_lock() else {
             return Box::pin(self.transfer_waiting(message, timeout)).await;
         };
-        inner.start(message)?;
-        // Only the small result is kept across the slow path's await, not the finished
-        // transfer (the sender link itself): it would make every send's future ~800 B larger.
+        let mut handed = false;
         let first = poll_fn(|cx| {
-            Poll::Ready(match inner.transfer.poll(cx) {
-                Poll::Ready(done) => Some(inner.finish(done)),
+            Poll::Ready(match inner.poll_send(message, &mut handed, cx) {
+                Poll::Ready(result) => Some(result),
                 Poll::Pending => None,
             })
         })
         .await;
         match first {
-            Some(transferred) => transferred,
-            None => Box::pin(inner.wait(Instant::now() + timeout, timeout)).await,
+            Some(result) => result,
+            None => {
+                let deadline = Instant::now() + timeout;
+                Box::pin(inner.wait(message, handed, deadline, timeout)).await
+            }
         }
     }
 
@@ -168,15 +210,12 @@ impl SenderLink {
         let mut inner = tokio::time::timeout_at(deadline, self.inner.lock())
             .await
             .map_err(|_| no_credit(timeout))?;
-        inner.start(message)?;
-        inner.wait(deadline, timeout).await
+        inner.wait(message, false, deadline, timeout).await
     }
 
     /// Whether the link is closed and must be replaced.
     pub fn is_failed(&self) -> bool {
-        self.inner
-            .try_lock()
-            .is_some_and(|g| matches!(g.state, State::Failed))
+        self.inner.try_lock().is_some_and(|g| g.failed)
     }
 }
 

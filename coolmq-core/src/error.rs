@@ -133,6 +133,7 @@ impl Error {
     }
 
     /// Shorthand for [`ErrorKind::Unsupported`] naming the operation and backend.
+    #[cold]
     pub fn unsupported(operation: &str, backend: &str) -> Self {
         Error::new(
             ErrorKind::Unsupported,

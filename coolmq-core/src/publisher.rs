@@ -296,11 +296,7 @@ pub(crate) fn check_send(
     if let Some(max) = caps.max_message_size {
         let size = message.approximate_size();
         if size > max {
-            return Err(Error::new(
-                ErrorKind::MessageTooLarge,
-                format!("message of {size} bytes exceeds the {backend} backend's maximum of {max}"),
-            )
-            .with_context("message_id", message.id.clone()));
+            return Err(too_large(backend, message, size, max));
         }
     }
     if options.delay.is_some() && !caps.delayed_delivery {
@@ -316,4 +312,15 @@ pub(crate) fn check_send(
         return Err(Error::unsupported("nested header values", backend));
     }
     Ok(())
+}
+
+/// Out of line and cold, like every refusal: it keeps the send path's code small.
+#[cold]
+#[inline(never)]
+fn too_large(backend: &str, message: &Message, size: usize, max: usize) -> Error {
+    Error::new(
+        ErrorKind::MessageTooLarge,
+        format!("message of {size} bytes exceeds the {backend} backend's maximum of {max}"),
+    )
+    .with_context("message_id", message.id.clone())
 }
