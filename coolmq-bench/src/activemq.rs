@@ -55,6 +55,10 @@ pub struct Args {
     /// Run the send scenario only.
     #[arg(long)]
     send_only: bool,
+    /// Print each block's time per side (raw, raw-keeping, pipelined, concurrent), to see
+    /// whether a ratio comes from typical blocks or from a few slow ones.
+    #[arg(long)]
+    print_blocks: bool,
 }
 
 /// One side of the comparison.
@@ -318,6 +322,10 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             }
             for s in 0..SIDES {
                 total[s] += took[s];
+            }
+            if args.print_blocks {
+                let ms = took.map(|t| format!("{:.1}", t.as_secs_f64() * 1e3));
+                println!("activemq send block ms: {}", ms.join(" "));
             }
             if args.only.is_none() {
                 let secs = |s: Side| took[s as usize].as_secs_f64();
