@@ -43,6 +43,7 @@ pub struct Config {
     /// Sends a publisher keeps in flight awaiting confirms. Default 256.
     pub publisher_window: usize,
     /// How long a send waits for its confirm before failing with `Timeout`. Default 30 s.
+    /// (ActiveMQ checks the deadlines every 1/32 of it, so a send may wait up to that longer.)
     #[serde(with = "duration_serde")]
     pub confirm_timeout: Duration,
     /// How long connecting may take before failing with `Unreachable`. Default 10 s.
