@@ -230,3 +230,78 @@ fn no_credit(timeout: Duration) -> Error {
     )
     .set_temporary(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coolmq_core::Message;
+    use tokio::sync::Notify;
+
+    /// A link whose driver takes one message, waits for `gate`, then fails its transfer (a
+    /// successful transfer needs a broker: the conformance suite covers those).
+    fn gated_link(gate: Arc<Notify>) -> SenderLink {
+        let mailbox = Arc::new(Mutex::new(Mailbox::default()));
+        let shared = mailbox.clone();
+        let driver = async move {
+            let message = poll_fn(|_| match open(&shared).request.take() {
+                Some(message) => Poll::Ready(message),
+                None => Poll::Pending,
+            })
+            .await;
+            gate.notified().await;
+            drop(message);
+            open(&shared).response = Some(Err(fe2o3_amqp::link::SendError::MessageEncodeError));
+        };
+        SenderLink {
+            inner: async_lock::Mutex::new(Inner {
+                driver: Box::pin(driver),
+                mailbox,
+                in_flight: false,
+                failed: false,
+            }),
+            destination: Destination::queue("q"),
+        }
+    }
+
+    fn outgoing() -> Outgoing {
+        Arc::new(Sendable::from(
+            crate::convert::to_amqp(&Message::new("x"), None).expect("converts"),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_transfer_abandoned_midway_is_finished_by_the_next_send() {
+        let gate = Arc::new(Notify::new());
+        let link = gated_link(gate.clone());
+        let message = outgoing();
+        let first = link.transfer(&message, Duration::from_secs(5));
+        let abandoned = tokio::time::timeout(Duration::from_millis(50), first).await;
+        assert!(abandoned.is_err(), "the transfer waits at the gate");
+        assert!(
+            !link.is_failed(),
+            "an abandoned transfer does not cost the link"
+        );
+        gate.notify_one();
+        let second = link.transfer(&message, Duration::from_secs(5)).await;
+        // The first transfer failed when the second drove it: the second is not sent.
+        let Err(error) = second else {
+            panic!("the link failed: no transfer")
+        };
+        assert_eq!(error.kind(), ErrorKind::ConnectionLost);
+        assert!(link.is_failed());
+        assert_eq!(Arc::strong_count(&message), 1, "the driver let go of it");
+    }
+
+    #[tokio::test]
+    async fn no_credit_in_time_drops_the_link_and_the_message_with_it() {
+        let link = gated_link(Arc::new(Notify::new()));
+        let message = outgoing();
+        let Err(error) = link.transfer(&message, Duration::from_millis(50)).await else {
+            panic!("no credit: no transfer")
+        };
+        assert_eq!(error.kind(), ErrorKind::Timeout);
+        assert!(link.is_failed());
+        // Nothing left in the link that could still go out after the caller got it back.
+        assert_eq!(Arc::strong_count(&message), 1);
+    }
+}
