@@ -70,6 +70,16 @@ impl ConfirmTimer {
     }
 }
 
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Nothing here panics while holding the lock; if something did, the state is still
+        // consistent (entries are whole).
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// One message's deadline. Dropping it forgets the deadline.
 pub(crate) struct Deadline {
     shared: Arc<Shared>,
@@ -86,7 +96,7 @@ impl Deadline {
 
     /// Whether the deadline passed; if not, `cx` is woken when it does.
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut state = self.shared.state.lock().expect("confirm timer lock");
+        let mut state = self.shared.lock();
         match self.key {
             Some(key) => {
                 let entry = &mut state.entries[key];
@@ -107,8 +117,11 @@ impl Deadline {
                     waker: cx.waker().clone(),
                     expired: false,
                 }));
-                if !state.sweeping {
-                    state.sweeping = true;
+                let start_sweeper = !std::mem::replace(&mut state.sweeping, true);
+                drop(state);
+                if start_sweeper {
+                    // Outside the lock: spawning outside a runtime panics, and must not
+                    // poison the publisher's deadlines.
                     tokio::spawn(sweep(self.shared.clone()));
                 }
                 false
@@ -121,13 +134,7 @@ impl Drop for Deadline {
     fn drop(&mut self) {
         if let Some(key) = self.key {
             // The waker is dropped after the lock is released.
-            let entry = self
-                .shared
-                .state
-                .lock()
-                .expect("confirm timer lock")
-                .entries
-                .remove(key);
+            let entry = self.shared.lock().entries.remove(key);
             drop(entry);
         }
     }
@@ -135,12 +142,19 @@ impl Drop for Deadline {
 
 /// Wake the expired entries every `resolution`, while there are entries.
 async fn sweep(shared: Arc<Shared>) {
+    let mut running = Running {
+        shared,
+        stopped: false,
+    };
     loop {
-        tokio::time::sleep(shared.resolution).await;
+        tokio::time::sleep(running.shared.resolution).await;
         let now = Instant::now();
-        let mut state = shared.state.lock().expect("confirm timer lock");
+        let mut state = running.shared.lock();
         if state.entries.is_empty() {
+            // Under the same lock as the check: a deadline added after it starts a sweeper.
             state.sweeping = false;
+            drop(state);
+            running.stopped = true;
             return;
         }
         for (_, entry) in state.entries.iter_mut() {
@@ -148,6 +162,21 @@ async fn sweep(shared: Arc<Shared>) {
                 entry.expired = true;
                 entry.waker.wake_by_ref();
             }
+        }
+    }
+}
+
+/// A running sweeper. If its task is dropped instead of stopping (its runtime shut down),
+/// the next deadline starts a new one.
+struct Running {
+    shared: Arc<Shared>,
+    stopped: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.shared.lock().sweeping = false;
         }
     }
 }
@@ -186,6 +215,30 @@ mod tests {
         let state = timer.shared.state.lock().expect("lock");
         assert!(state.entries.is_empty());
         assert!(!state.sweeping);
+    }
+
+    #[test]
+    fn deadlines_still_fire_after_the_runtime_of_their_sweeper_shut_down() {
+        let timer = ConfirmTimer::new(Duration::from_millis(64));
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        first.block_on(async {
+            let pending = within(std::future::pending::<()>(), timer.deadline());
+            // The sweeper starts, then the runtime goes away with the wait unfinished.
+            let _ = tokio::time::timeout(Duration::from_millis(10), pending).await;
+        });
+        drop(first);
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let fired = second.block_on(async {
+            let pending = within(std::future::pending::<()>(), timer.deadline());
+            tokio::time::timeout(Duration::from_secs(5), pending).await
+        });
+        assert_eq!(fired, Ok(None), "a new sweeper fired the deadline");
     }
 
     #[tokio::test(start_paused = true)]
