@@ -198,11 +198,17 @@ impl Link {
         .await
     }
 
+    /// Close the session and the connection, each waiting at most the connect timeout for
+    /// the broker's answer: a silent broker must not hang the caller.
     pub async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        if let Some(mut live) = self.live.lock().await.take() {
-            let _ = live.session.end().await;
-            let _ = live.connection.close().await;
+        let live = match tokio::time::timeout(self.connect_timeout, self.live.lock()).await {
+            Ok(mut live) => live.take(),
+            Err(_) => None,
+        };
+        if let Some(mut live) = live {
+            let _ = tokio::time::timeout(self.connect_timeout, live.session.end()).await;
+            let _ = tokio::time::timeout(self.connect_timeout, live.connection.close()).await;
         }
     }
 }

@@ -25,7 +25,29 @@ pub enum Flavor {
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A management request and its reply, bounded as a whole: every step (attaching the reply
+/// receiver and the sender, the request's outcome, the reply, closing both links) waits on
+/// the broker, and a broker that stalls one of them must not hang the caller (a conformance
+/// run once hung 60 s in a queue deletion's cleanup).
 async fn request(
+    link: &Link,
+    address: &str,
+    props: Vec<(&str, SimpleValue)>,
+    body: Value,
+) -> Result<AmqpMessage> {
+    let whole = REPLY_TIMEOUT * 2;
+    tokio::time::timeout(whole, request_unbounded(link, address, props, body))
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!("management request to {address} unanswered within {whole:?}"),
+            )
+            .set_temporary(true)
+        })?
+}
+
+async fn request_unbounded(
     link: &Link,
     address: &str,
     props: Vec<(&str, SimpleValue)>,
