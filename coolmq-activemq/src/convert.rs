@@ -103,112 +103,7 @@ pub(crate) fn to_amqp(m: &Message, delay: Option<Duration>) -> Result<AmqpMessag
     ))
 }
 
-/// Like [`to_amqp`], but moves `m`'s body, id, headers and other strings into the AMQP message
-/// instead of copying them (the body is copied only if its buffer is shared): a send copies
-/// and allocates nothing per message that it can move. [`restore`] gives them back. On error
-/// `m` is untouched.
-pub(crate) fn to_amqp_taking(m: &mut Message, delay: Option<Duration>) -> Result<AmqpMessage> {
-    // Check first, so a refused message stays whole.
-    for (k, v) in &m.headers {
-        if matches!(v, HeaderValue::List(_) | HeaderValue::Map(_)) {
-            to_simple(k, v)?;
-        }
-    }
-    let mut props = OrderedMap::new();
-    for (k, v) in std::mem::take(&mut m.headers) {
-        props.insert(k, into_simple(v));
-    }
-    let parts = Parts {
-        id: std::mem::take(&mut m.id),
-        correlation_id: m.correlation_id.take(),
-        reply_to: m.reply_to.take(),
-        content_type: m.content_type.take(),
-        kind: m.kind.take(),
-        properties: props,
-        body: Vec::from(std::mem::take(&mut m.body)),
-    };
-    Ok(sections(m, parts, delay))
-}
-
-/// Put back into `m` what [`to_amqp_taking`] moved into `a` (no copies).
-pub(crate) fn restore(m: &mut Message, a: AmqpMessage) {
-    if let Some(p) = a.properties {
-        if let Some(MessageId::String(id)) = p.message_id {
-            m.id = id;
-        }
-        m.correlation_id = p.correlation_id.and_then(|c| match c {
-            MessageId::String(c) => Some(c),
-            _ => None,
-        });
-        m.reply_to = p.reply_to;
-        m.content_type = p.content_type.map(|s| s.0);
-        m.kind = p.subject;
-    }
-    if let Some(ApplicationProperties(props)) = a.application_properties {
-        m.headers = props
-            .into_iter()
-            .map(|(k, v)| (k, from_simple_taken(v)))
-            .collect();
-    }
-    if let Body::Data(batch) = a.body {
-        let mut sections = batch.into_inner();
-        m.body = if sections.len() == 1 {
-            sections
-                .pop()
-                .map(|d| d.0.into_vec())
-                .unwrap_or_default()
-                .into()
-        } else {
-            sections
-                .into_iter()
-                .flat_map(|d| d.0.into_vec())
-                .collect::<Vec<u8>>()
-                .into()
-        };
-    }
-}
-
-/// The message id [`to_amqp_taking`] moved into a sent message (taken out in place when the
-/// send holds the only reference: moving the whole message out copied ~600 bytes).
-pub(crate) fn sent_id(mut sent: crate::sender_link::Outgoing) -> String {
-    let id = match std::sync::Arc::get_mut(&mut sent) {
-        Some(s) => s
-            .message
-            .properties
-            .as_mut()
-            .and_then(|p| p.message_id.take()),
-        None => sent
-            .message
-            .properties
-            .as_ref()
-            .and_then(|p| p.message_id.clone()),
-    };
-    id.map(|id| match id {
-        MessageId::String(id) => id,
-        other => id_text(&other),
-    })
-    .unwrap_or_default()
-}
-
-/// A header value as an application property, moved. Nested values were refused before.
-fn into_simple(v: HeaderValue) -> SimpleValue {
-    match v {
-        HeaderValue::String(s) => SimpleValue::String(s),
-        HeaderValue::Bytes(b) => SimpleValue::Binary(Binary::from(b)),
-        other => to_simple("", &other).unwrap_or(SimpleValue::Null),
-    }
-}
-
-/// The exact inverse of [`into_simple`] (the variants it makes), moved.
-fn from_simple_taken(v: SimpleValue) -> HeaderValue {
-    match v {
-        SimpleValue::String(s) => HeaderValue::String(s),
-        SimpleValue::Binary(b) => HeaderValue::Bytes(b.into_vec()),
-        other => from_simple(&other).unwrap_or(HeaderValue::String(String::new())),
-    }
-}
-
-/// What a message's sections are built from: owned, so they are either copied or moved in.
+/// What a message's sections are built from (copied from the message).
 struct Parts {
     id: String,
     correlation_id: Option<String>,
@@ -305,74 +200,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_taken_message_moves_and_comes_back_whole_without_copies() {
-        let mut m = Message::new(vec![7u8; 4096])
+    fn a_message_goes_to_amqp_and_back_whole() {
+        let m = Message::new(vec![7u8; 4096])
             .with_header("text", "v")
             .with_header("bytes", HeaderValue::Bytes(vec![1, 2]))
             .with_header("i8", HeaderValue::I8(-1))
-            .with_header("u64ish", HeaderValue::U32(7))
+            .with_header("u32", HeaderValue::U32(7))
             .with_header("f32", HeaderValue::F32(1.5))
             .with_header("bool", true)
             .with_correlation_id("c")
             .with_reply_to("r")
             .with_content_type("application/octet-stream")
             .with_kind("k");
-        // Field by field (cloning `m` would share its body's buffer, which then must be copied).
-        let (id, headers) = (m.id.clone(), m.headers.clone());
-        let (correlation, reply, content, kind) = (
-            m.correlation_id.clone(),
-            m.reply_to.clone(),
-            m.content_type.clone(),
-            m.kind.clone(),
-        );
-        let (body_at, id_at) = (m.body.as_ptr(), m.id.as_ptr());
-        let amqp = to_amqp_taking(&mut m, None).expect("converts");
-        assert!(m.body.is_empty(), "the body moved into the AMQP message");
-        assert!(
-            m.id.is_empty() && m.headers.is_empty(),
-            "id and headers moved"
-        );
-        match &amqp.body {
-            Body::Data(batch) => assert_eq!(batch[0].0.as_ptr(), body_at, "moved, not copied"),
-            other => panic!("unexpected body {other:?}"),
-        }
-        assert_eq!(amqp, to_amqp(&restored(&amqp, &m), None).expect("converts"));
-        restore(&mut m, amqp);
-        assert_eq!(m.body.as_ptr(), body_at, "given back, not copied");
-        assert_eq!(m.id.as_ptr(), id_at, "id given back, not copied");
-        assert_eq!(&m.body[..], &[7u8; 4096][..]);
-        assert_eq!((m.id, m.headers), (id, headers));
-        assert_eq!(
-            (m.correlation_id, m.reply_to, m.content_type, m.kind),
-            (correlation, reply, content, kind)
-        );
-    }
-
-    /// A copy of what `taken` holds, restored into a copy of the rest of `m`.
-    fn restored(taken: &AmqpMessage, m: &Message) -> Message {
-        let mut copy = m.clone();
-        restore(&mut copy, taken.clone());
-        copy
+        let amqp = to_amqp(&m, None).expect("converts");
+        assert_eq!(amqp.header.as_ref().map(|h| h.durable), Some(true));
+        let (back, redelivered) = from_amqp(amqp);
+        assert_eq!(redelivered, 0);
+        assert_eq!(back, m);
     }
 
     #[test]
-    fn a_nested_header_is_refused_and_the_message_stays_whole() {
-        let mut m = Message::new("x")
+    fn a_nested_header_is_refused() {
+        let m = Message::new("x")
             .with_header("a", "v")
             .with_header("nested", HeaderValue::List(vec![HeaderValue::I32(1)]));
-        let before = m.clone();
-        let e = to_amqp_taking(&mut m, None).expect_err("nested values cannot be sent");
+        let e = to_amqp(&m, None).expect_err("nested values cannot be sent");
         assert_eq!(e.kind(), ErrorKind::Unsupported);
-        assert_eq!(m, before);
-    }
-
-    #[test]
-    fn a_shared_body_is_copied_and_stays_intact() {
-        let mut m = Message::new(vec![1u8, 2, 3]);
-        let other_owner = m.body.clone();
-        let amqp = to_amqp_taking(&mut m, None).expect("converts");
-        restore(&mut m, amqp);
-        assert_eq!(&m.body[..], &[1, 2, 3]);
-        assert_eq!(other_owner, m.body);
     }
 }
