@@ -19,7 +19,6 @@ use slab::Slab;
 use tokio::time::Instant;
 
 /// The deadlines of one publisher's sends.
-#[derive(Clone)]
 pub(crate) struct ConfirmTimer {
     shared: Arc<Shared>,
 }

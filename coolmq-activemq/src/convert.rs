@@ -88,33 +88,6 @@ pub(crate) fn to_amqp(m: &Message, delay: Option<Duration>) -> Result<AmqpMessag
     for (k, v) in &m.headers {
         props.insert(k.clone(), to_simple(k, v)?);
     }
-    Ok(sections(
-        m,
-        Parts {
-            id: m.id.clone(),
-            correlation_id: m.correlation_id.clone(),
-            reply_to: m.reply_to.clone(),
-            content_type: m.content_type.clone(),
-            kind: m.kind.clone(),
-            properties: props,
-            body: m.body.to_vec(),
-        },
-        delay,
-    ))
-}
-
-/// What a message's sections are built from (copied from the message).
-struct Parts {
-    id: String,
-    correlation_id: Option<String>,
-    reply_to: Option<String>,
-    content_type: Option<String>,
-    kind: Option<String>,
-    properties: OrderedMap<String, SimpleValue>,
-    body: Vec<u8>,
-}
-
-fn sections(m: &Message, parts: Parts, delay: Option<Duration>) -> AmqpMessage {
     let mut annotations =
         MessageAnnotations::builder().insert(JMS_MSG_TYPE, Value::Byte(JMS_BYTES_MESSAGE));
     if let Some(d) = delay.filter(|d| !d.is_zero()) {
@@ -130,23 +103,23 @@ fn sections(m: &Message, parts: Parts, delay: Option<Duration>) -> AmqpMessage {
         delivery_count: 0,
     };
     let properties = Properties {
-        message_id: Some(MessageId::String(parts.id)),
-        correlation_id: parts.correlation_id.map(MessageId::String),
-        reply_to: parts.reply_to,
-        content_type: parts.content_type.map(Symbol::from),
-        subject: parts.kind,
+        message_id: Some(MessageId::String(m.id.clone())),
+        correlation_id: m.correlation_id.clone().map(MessageId::String),
+        reply_to: m.reply_to.clone(),
+        content_type: m.content_type.clone().map(Symbol::from),
+        subject: m.kind.clone(),
         creation_time: m.timestamp.map(|t| Timestamp::from_milliseconds(millis(t))),
         ..Default::default()
     };
-    AmqpMessage {
+    Ok(AmqpMessage {
         header: Some(header),
         delivery_annotations: None,
         message_annotations: Some(annotations.build()),
         properties: Some(properties),
-        application_properties: Some(ApplicationProperties(parts.properties)),
-        body: Body::from(Data(Binary::from(parts.body))),
+        application_properties: Some(ApplicationProperties(props)),
+        body: Body::from(Data(Binary::from(m.body.to_vec()))),
         footer: None,
-    }
+    })
 }
 
 /// Rebuild the coolmq message and the broker's redelivery count from an AMQP 1.0 message.

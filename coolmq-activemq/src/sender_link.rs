@@ -148,9 +148,18 @@ pub(crate) struct SenderLink {
 impl SenderLink {
     pub fn new(sender: Sender, destination: Destination) -> Self {
         let mailbox = Arc::new(Mutex::new(Mailbox::default()));
+        let driver = Box::pin(drive(sender, mailbox.clone()));
+        Self::with_driver(driver, mailbox, destination)
+    }
+
+    fn with_driver(
+        driver: Pin<Box<dyn Future<Output = ()> + Send>>,
+        mailbox: Arc<Mutex<Mailbox>>,
+        destination: Destination,
+    ) -> Self {
         SenderLink {
             inner: async_lock::Mutex::new(Inner {
-                driver: Box::pin(drive(sender, mailbox.clone())),
+                driver,
                 mailbox,
                 in_flight: false,
                 failed: false,
@@ -161,15 +170,13 @@ impl SenderLink {
 
     #[cfg(test)]
     pub fn new_failed_for_tests(destination: Destination) -> Self {
-        SenderLink {
-            inner: async_lock::Mutex::new(Inner {
-                driver: Box::pin(std::future::pending()),
-                mailbox: Arc::default(),
-                in_flight: false,
-                failed: true,
-            }),
+        let link = Self::with_driver(
+            Box::pin(std::future::pending()),
+            Arc::default(),
             destination,
-        }
+        );
+        link.inner.try_lock().expect("new").failed = true;
+        link
     }
 
     /// Where the link sends to.
@@ -252,15 +259,7 @@ mod tests {
             drop(message);
             open(&shared).response = Some(Err(fe2o3_amqp::link::SendError::MessageEncodeError));
         };
-        SenderLink {
-            inner: async_lock::Mutex::new(Inner {
-                driver: Box::pin(driver),
-                mailbox,
-                in_flight: false,
-                failed: false,
-            }),
-            destination: Destination::queue("q"),
-        }
+        SenderLink::with_driver(Box::pin(driver), mailbox, Destination::queue("q"))
     }
 
     fn outgoing() -> Outgoing {
