@@ -180,19 +180,29 @@ impl Drop for Running {
     }
 }
 
-/// `future`'s output, or `None` once `deadline` passed.
-pub(crate) async fn within<F: Future>(future: F, mut deadline: Deadline) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = Pin::new(&mut future).poll(cx) {
+impl Deadline {
+    /// Poll `future`, then the deadline: `future`'s output, or `None` once the deadline
+    /// passed. For futures written by hand, which hold their deadline themselves.
+    pub fn poll_within<F: Future + ?Sized>(
+        &mut self,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<F::Output>> {
+        if let Poll::Ready(output) = future.poll(cx) {
             return Poll::Ready(Some(output));
         }
-        if deadline.poll_expired(cx) {
+        if self.poll_expired(cx) {
             return Poll::Ready(None);
         }
         Poll::Pending
-    })
-    .await
+    }
+}
+
+/// `future`'s output, or `None` once `deadline` passed.
+#[cfg(test)]
+async fn within<F: Future>(future: F, mut deadline: Deadline) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| deadline.poll_within(future.as_mut(), cx)).await
 }
 
 #[cfg(test)]

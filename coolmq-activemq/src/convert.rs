@@ -84,10 +84,61 @@ fn id_text(id: &MessageId) -> String {
 
 /// The AMQP 1.0 message for `m`, delayed by `delay` if given (everything is copied).
 pub(crate) fn to_amqp(m: &Message, delay: Option<Duration>) -> Result<AmqpMessage> {
+    let props = application_properties(m)?;
+    Ok(build(m, delay, props, m.id.clone(), m.body.to_vec()))
+}
+
+/// [`to_amqp`], lending the message's id and body to the AMQP message instead of copying
+/// them (the body is not copied when `m` holds the only reference to it); [`take_back`] or
+/// [`copy_back`] returns them once the message is on the wire. The rest is copied.
+pub(crate) fn lend(m: &mut Message, delay: Option<Duration>) -> Result<AmqpMessage> {
+    let props = application_properties(m)?;
+    let id = std::mem::take(&mut m.id);
+    let body = Vec::from(std::mem::take(&mut m.body));
+    Ok(build(m, delay, props, id, body))
+}
+
+/// Return what [`lend`] lent to `a` to `m`.
+pub(crate) fn take_back(m: &mut Message, a: AmqpMessage) {
+    if let Some(MessageId::String(id)) = a.properties.and_then(|p| p.message_id) {
+        m.id = id;
+    }
+    if let Body::Data(batch) = a.body {
+        if let Some(Data(body)) = batch.into_inner().pop() {
+            m.body = body.into_vec().into();
+        }
+    }
+}
+
+/// [`take_back`] for an AMQP message still shared elsewhere: copies.
+pub(crate) fn copy_back(m: &mut Message, a: &AmqpMessage) {
+    if let Some(MessageId::String(id)) = a.properties.as_ref().and_then(|p| p.message_id.as_ref()) {
+        m.id = id.clone();
+    }
+    if let Body::Data(batch) = &a.body {
+        if let Some(Data(body)) = batch.last() {
+            m.body = body.to_vec().into();
+        }
+    }
+}
+
+/// The headers as application properties (nested values have no AMQP 1.0 form).
+fn application_properties(m: &Message) -> Result<OrderedMap<String, SimpleValue>> {
     let mut props = OrderedMap::new();
     for (k, v) in &m.headers {
         props.insert(k.clone(), to_simple(k, v)?);
     }
+    Ok(props)
+}
+
+/// The AMQP message: `m`'s fields but its id and body, which are given.
+fn build(
+    m: &Message,
+    delay: Option<Duration>,
+    props: OrderedMap<String, SimpleValue>,
+    id: String,
+    body: Vec<u8>,
+) -> AmqpMessage {
     let mut annotations =
         MessageAnnotations::builder().insert(JMS_MSG_TYPE, Value::Byte(JMS_BYTES_MESSAGE));
     if let Some(d) = delay.filter(|d| !d.is_zero()) {
@@ -103,7 +154,7 @@ pub(crate) fn to_amqp(m: &Message, delay: Option<Duration>) -> Result<AmqpMessag
         delivery_count: 0,
     };
     let properties = Properties {
-        message_id: Some(MessageId::String(m.id.clone())),
+        message_id: Some(MessageId::String(id)),
         correlation_id: m.correlation_id.clone().map(MessageId::String),
         reply_to: m.reply_to.clone(),
         content_type: m.content_type.clone().map(Symbol::from),
@@ -111,15 +162,15 @@ pub(crate) fn to_amqp(m: &Message, delay: Option<Duration>) -> Result<AmqpMessag
         creation_time: m.timestamp.map(|t| Timestamp::from_milliseconds(millis(t))),
         ..Default::default()
     };
-    Ok(AmqpMessage {
+    AmqpMessage {
         header: Some(header),
         delivery_annotations: None,
         message_annotations: Some(annotations.build()),
         properties: Some(properties),
         application_properties: Some(ApplicationProperties(props)),
-        body: Body::from(Data(Binary::from(m.body.to_vec()))),
+        body: Body::from(Data(Binary::from(body))),
         footer: None,
-    })
+    }
 }
 
 /// Rebuild the coolmq message and the broker's redelivery count from an AMQP 1.0 message.
@@ -190,6 +241,35 @@ mod tests {
         let (back, redelivered) = from_amqp(amqp);
         assert_eq!(redelivered, 0);
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn a_lent_message_is_whole_again_after_take_back_or_copy_back() {
+        let delay = Some(Duration::from_secs(1));
+        let mut m = Message::new(vec![7u8; 4096])
+            .with_header("text", "v")
+            .with_correlation_id("c");
+        let body_at = m.body.as_ptr();
+        let amqp = lend(&mut m, delay).expect("converts");
+        let sent = amqp.clone();
+        take_back(&mut m, amqp);
+        assert_eq!(m.body.as_ptr(), body_at, "the body was lent, not copied");
+        assert_eq!(
+            to_amqp(&m, delay).expect("converts"),
+            sent,
+            "the lent message is the copied one"
+        );
+        let mut copied = m.clone();
+        copied.id.clear();
+        copied.body = Default::default();
+        copy_back(&mut copied, &sent);
+        assert_eq!(copied, m);
+
+        let mut nested =
+            Message::new("x").with_header("nested", HeaderValue::List(vec![HeaderValue::I32(1)]));
+        let before = nested.clone();
+        lend(&mut nested, None).expect_err("nested values cannot be sent");
+        assert_eq!(nested, before, "a refused message keeps its id and body");
     }
 
     #[test]
