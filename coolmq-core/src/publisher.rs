@@ -243,16 +243,22 @@ impl Publisher {
     ) -> Result<(Message, Observed), SendError> {
         let mut message = message;
         let trace = crate::TraceContext::inject(&mut message);
-        let span = tracing::debug_span!(
-            "coolmq.publish",
-            backend = self.backend,
-            destination = %destination,
-            message_id = %message.id,
-            trace_id = %trace.trace_id(),
-            outcome = tracing::field::Empty,
-        );
-        // A span no subscriber wants still runs tracing's `log` fallback on every enter, exit
-        // and record (the feature is on when sqlx is built): a span without metadata skips it.
+        // A span no subscriber wants still runs tracing's `log` fallback when made and on
+        // every enter, exit and record (the feature is on when sqlx is built): when debug
+        // level is off the span is not made, and a disabled one becomes a span without
+        // metadata, which skips it.
+        let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!(
+                "coolmq.publish",
+                backend = self.backend,
+                destination = %destination,
+                message_id = %message.id,
+                trace_id = %trace.trace_id(),
+                outcome = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let span = if span.is_disabled() {
             tracing::Span::none()
         } else {

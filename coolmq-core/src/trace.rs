@@ -145,9 +145,28 @@ impl TraceContext {
             .unwrap_or_else(Self::new_root);
         message.headers.insert(
             TRACEPARENT_HEADER.to_string(),
-            HeaderValue::String(ctx.to_string()),
+            HeaderValue::String(ctx.header_value()),
         );
         ctx
+    }
+
+    /// The `traceparent` header value: `to_string`'s text, encoded straight into one
+    /// exactly sized string (this runs for every message sent; `to_string` goes through the
+    /// formatting machinery and grows its string).
+    pub fn header_value(&self) -> String {
+        let buf = self.encode();
+        // Hex digits and dashes: always UTF-8 (`from_utf8_lossy` cost ten times as much).
+        String::from(std::str::from_utf8(&buf).unwrap_or_default())
+    }
+
+    /// "00-" + 32 hex + "-" + 16 hex + "-" + 2 hex.
+    fn encode(&self) -> [u8; 55] {
+        let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        // The slices have exactly twice the input's length: encoding cannot fail.
+        let _ = hex::encode_to_slice(self.trace_id, &mut buf[3..35]);
+        let _ = hex::encode_to_slice(self.parent_id, &mut buf[36..52]);
+        let _ = hex::encode_to_slice([u8::from(self.sampled)], &mut buf[53..55]);
+        buf
     }
 }
 
@@ -164,13 +183,9 @@ impl fmt::Display for TraceId {
 }
 
 impl fmt::Display for TraceContext {
-    /// Formatted in one stack buffer: this runs for every message sent.
+    /// Formatted in one stack buffer.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // "00-" + 32 hex + "-" + 16 hex + "-" + 2 hex
-        let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        hex::encode_to_slice(self.trace_id, &mut buf[3..35]).map_err(|_| fmt::Error)?;
-        hex::encode_to_slice(self.parent_id, &mut buf[36..52]).map_err(|_| fmt::Error)?;
-        hex::encode_to_slice([u8::from(self.sampled)], &mut buf[53..55]).map_err(|_| fmt::Error)?;
+        let buf = self.encode();
         f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
@@ -191,6 +206,23 @@ mod tests {
             let values: std::collections::HashSet<_> =
                 ids.iter().map(|t| t.parent_id[byte]).collect();
             assert!(values.len() > 8, "parent id byte {byte} barely varies");
+        }
+    }
+
+    #[test]
+    fn the_header_value_is_the_formatted_context() {
+        let known = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+            .expect("valid");
+        let value = known.header_value();
+        assert_eq!(
+            value,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        );
+        assert_eq!(value.capacity(), value.len(), "sized exactly");
+        for _ in 0..100 {
+            let t = TraceContext::new_root().child();
+            assert_eq!(t.header_value(), t.to_string());
+            assert_eq!(TraceContext::parse(&t.header_value()), Some(t));
         }
     }
 
