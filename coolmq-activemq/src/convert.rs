@@ -7,6 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use coolmq_core::{Error, ErrorKind, HeaderValue, Headers, Message, Result};
+use fe2o3_amqp::types::messaging::annotations::OwnedKey;
 use fe2o3_amqp::types::messaging::{
     message::Body, AmqpValue, ApplicationProperties, Data, Header, MessageAnnotations, MessageId,
     Priority, Properties,
@@ -88,23 +89,85 @@ pub(crate) fn to_amqp(m: &Message, delay: Option<Duration>) -> Result<AmqpMessag
     Ok(build(m, delay, props, m.id.clone(), m.body.to_vec()))
 }
 
-/// [`to_amqp`], lending the message's id and body to the AMQP message instead of copying
-/// them (the body is not copied when `m` holds the only reference to it); [`take_back`] or
-/// [`copy_back`] returns them once the message is on the wire. The rest is copied.
-pub(crate) fn lend(m: &mut Message, delay: Option<Duration>) -> Result<AmqpMessage> {
-    let props = application_properties(m)?;
-    let id = std::mem::take(&mut m.id);
-    let body = Vec::from(std::mem::take(&mut m.body));
-    Ok(build(m, delay, props, id, body))
+/// Make `a` (the AMQP message of an earlier send, or a new one) the AMQP message for `m`,
+/// reusing its maps and vectors: a link sends one message at a time, so it refills one AMQP
+/// message instead of building and dropping one per send. The message's id and body are lent,
+/// not copied (the body is copied only when someone else still shares it); [`take_back`]
+/// returns them once the message is on the wire. Headers that have the previous message's
+/// names are updated in place. On an error `m` is whole (`a` is left for the next refill).
+pub(crate) fn refill(a: &mut AmqpMessage, m: &mut Message, delay: Option<Duration>) -> Result<()> {
+    let props = &mut a
+        .application_properties
+        .get_or_insert_with(|| ApplicationProperties(OrderedMap::new()))
+        .0;
+    fill_properties(props, m)?;
+    let annotations = a
+        .message_annotations
+        .get_or_insert_with(|| MessageAnnotations::builder().build())
+        .0
+        .as_inner_mut();
+    if annotations.is_empty() {
+        annotations.insert(
+            OwnedKey::Symbol(Symbol::from(JMS_MSG_TYPE)),
+            Value::Byte(JMS_BYTES_MESSAGE),
+        );
+    }
+    // Only the JMS type is there, and the delay after it when the last send had one.
+    annotations.truncate(1);
+    if let Some(d) = delay.filter(|d| !d.is_zero()) {
+        annotations.insert(
+            OwnedKey::Symbol(Symbol::from(DELIVERY_DELAY)),
+            Value::Long(d.as_millis() as i64),
+        );
+    }
+    a.header = Some(header(m));
+    let p = a.properties.get_or_insert_with(Properties::default);
+    p.message_id = Some(MessageId::String(std::mem::take(&mut m.id)));
+    p.correlation_id = m.correlation_id.clone().map(MessageId::String);
+    p.reply_to.clone_from(&m.reply_to);
+    p.content_type = m.content_type.clone().map(Symbol::from);
+    p.subject.clone_from(&m.kind);
+    p.creation_time = m.timestamp.map(|t| Timestamp::from_milliseconds(millis(t)));
+    let body = Data(Binary::from(Vec::from(std::mem::take(&mut m.body))));
+    match &mut a.body {
+        Body::Data(batch) => {
+            batch.clear();
+            batch.push(body);
+        }
+        other => *other = Body::from(body),
+    }
+    Ok(())
 }
 
-/// Return what [`lend`] lent to `a` to `m`.
-pub(crate) fn take_back(m: &mut Message, a: AmqpMessage) {
-    if let Some(MessageId::String(id)) = a.properties.and_then(|p| p.message_id) {
+/// The headers into `props`: values replaced in place when the names are the previous
+/// message's (every message of a sender carries `traceparent`), else the map is rebuilt.
+fn fill_properties(props: &mut OrderedMap<String, SimpleValue>, m: &Message) -> Result<()> {
+    let props = props.as_inner_mut();
+    let same_names =
+        props.len() == m.headers.len() && props.keys().zip(m.headers.keys()).all(|(a, b)| a == b);
+    if same_names {
+        for ((name, slot), value) in props.iter_mut().zip(m.headers.values()) {
+            match (slot, value) {
+                (SimpleValue::String(s), HeaderValue::String(v)) => s.clone_from(v),
+                (slot, value) => *slot = to_simple(name, value)?,
+            }
+        }
+    } else {
+        props.clear();
+        for (k, v) in &m.headers {
+            props.insert(k.clone(), to_simple(k, v)?);
+        }
+    }
+    Ok(())
+}
+
+/// Return what [`refill`] lent to `a` to `m`.
+pub(crate) fn take_back(m: &mut Message, a: &mut AmqpMessage) {
+    if let Some(MessageId::String(id)) = a.properties.as_mut().and_then(|p| p.message_id.take()) {
         m.id = id;
     }
-    if let Body::Data(batch) = a.body {
-        if let Some(Data(body)) = batch.into_inner().pop() {
+    if let Body::Data(batch) = &mut a.body {
+        if let Some(Data(body)) = batch.pop() {
             m.body = body.into_vec().into();
         }
     }
@@ -131,6 +194,19 @@ fn application_properties(m: &Message) -> Result<OrderedMap<String, SimpleValue>
     Ok(props)
 }
 
+/// The AMQP header: durable = persistent (fe2o3's default is not durable).
+fn header(m: &Message) -> Header {
+    Header {
+        durable: m.persistent,
+        priority: Priority(m.priority.unwrap_or(4)),
+        ttl: m
+            .ttl
+            .map(|t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32),
+        first_acquirer: false,
+        delivery_count: 0,
+    }
+}
+
 /// The AMQP message: `m`'s fields but its id and body, which are given.
 fn build(
     m: &Message,
@@ -144,15 +220,6 @@ fn build(
     if let Some(d) = delay.filter(|d| !d.is_zero()) {
         annotations = annotations.insert(DELIVERY_DELAY, Value::Long(d.as_millis() as i64));
     }
-    let header = Header {
-        durable: m.persistent,
-        priority: Priority(m.priority.unwrap_or(4)),
-        ttl: m
-            .ttl
-            .map(|t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32),
-        first_acquirer: false,
-        delivery_count: 0,
-    };
     let properties = Properties {
         message_id: Some(MessageId::String(id)),
         correlation_id: m.correlation_id.clone().map(MessageId::String),
@@ -163,7 +230,7 @@ fn build(
         ..Default::default()
     };
     AmqpMessage {
-        header: Some(header),
+        header: Some(header(m)),
         delivery_annotations: None,
         message_annotations: Some(annotations.build()),
         properties: Some(properties),
@@ -244,31 +311,66 @@ mod tests {
     }
 
     #[test]
-    fn a_lent_message_is_whole_again_after_take_back_or_copy_back() {
-        let delay = Some(Duration::from_secs(1));
-        let mut m = Message::new(vec![7u8; 4096])
-            .with_header("text", "v")
-            .with_correlation_id("c");
-        let body_at = m.body.as_ptr();
-        let amqp = lend(&mut m, delay).expect("converts");
-        let sent = amqp.clone();
-        take_back(&mut m, amqp);
-        assert_eq!(m.body.as_ptr(), body_at, "the body was lent, not copied");
-        assert_eq!(
-            to_amqp(&m, delay).expect("converts"),
-            sent,
-            "the lent message is the copied one"
-        );
-        let mut copied = m.clone();
-        copied.id.clear();
-        copied.body = Default::default();
-        copy_back(&mut copied, &sent);
-        assert_eq!(copied, m);
+    fn a_refilled_message_is_the_copied_one_and_lends_id_and_body() {
+        let mut slot = AmqpMessage {
+            header: None,
+            delivery_annotations: None,
+            message_annotations: None,
+            properties: None,
+            application_properties: None,
+            body: Body::Empty,
+            footer: None,
+        };
+        let secs = |s| Some(Duration::from_secs(s));
+        let cases = [
+            (
+                Message::new(vec![7u8; 4096])
+                    .with_header("text", "v")
+                    .with_correlation_id("c"),
+                secs(1),
+            ),
+            // The same header names: values replaced in place.
+            (
+                Message::new(b"second".to_vec()).with_header("text", "w"),
+                None,
+            ),
+            (
+                Message::new(b"third".to_vec())
+                    .with_header("a", HeaderValue::I32(1))
+                    .with_header("b", "x")
+                    .with_kind("k")
+                    .with_reply_to("r")
+                    .with_content_type("t"),
+                secs(2),
+            ),
+            (Message::new(b"fourth".to_vec()), None),
+        ];
+        for (mut m, delay) in cases {
+            let expected = to_amqp(&m, delay).expect("converts");
+            // A deep copy, so `m` keeps the only reference to its body.
+            let whole = Message {
+                body: m.body.to_vec().into(),
+                ..m.clone()
+            };
+            let body_at = m.body.as_ptr();
+            refill(&mut slot, &mut m, delay).expect("converts");
+            assert_eq!(slot, expected, "the refilled message is the copied one");
+            assert!(m.id.is_empty() && m.body.is_empty(), "id and body are lent");
+            take_back(&mut m, &mut slot);
+            assert_eq!(m, whole, "id and body are back");
+            assert_eq!(m.body.as_ptr(), body_at, "the body was lent, not copied");
+        }
+        let mut sent = Message::new(b"shared".to_vec()).with_header("h", "v");
+        let whole = sent.clone();
+        refill(&mut slot, &mut sent, None).expect("converts");
+        let mut copied = sent.clone();
+        copy_back(&mut copied, &slot);
+        assert_eq!(copied, whole, "copy_back gives back a copy");
 
         let mut nested =
             Message::new("x").with_header("nested", HeaderValue::List(vec![HeaderValue::I32(1)]));
         let before = nested.clone();
-        lend(&mut nested, None).expect_err("nested values cannot be sent");
+        refill(&mut slot, &mut nested, None).expect_err("nested values cannot be sent");
         assert_eq!(nested, before, "a refused message keeps its id and body");
     }
 

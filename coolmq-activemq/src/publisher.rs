@@ -19,15 +19,13 @@ use coolmq_core::{
     BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result,
     SendError, SendOptions, TransactionBackend,
 };
-use fe2o3_amqp::link::delivery::Sendable;
 use fe2o3_amqp::types::messaging::Outcome;
 use tokio::sync::Mutex;
 
 use crate::confirm_timer::{ConfirmTimer, Deadline};
 use crate::connection::Link;
-use crate::convert::{copy_back, lend, take_back};
 use crate::error::map;
-use crate::sender_link::{Outgoing, Pending, SenderLink};
+use crate::sender_link::{Pending, SenderLink};
 
 /// Sender links by destination, looked up on every send: foldhash (hashbrown's default
 /// hasher) instead of SipHash, a third of the lookup's cost.
@@ -129,17 +127,14 @@ impl AmqPublisher {
             Ok(s) => s,
             Err(e) => return Err(SendError::new(e, message)),
         };
-        // The AMQP message borrows the message's id and body (no copy of the body) and gives
-        // them back as soon as it is on the wire; the message is kept to hand back. Keeping
-        // the AMQP message until the outcome instead kept ~10 allocations alive per message
-        // in flight, freed cold then (docs/BENCHMARKS.md).
-        let outgoing = match lend(&mut message, delay) {
-            Ok(a) => Arc::new(Sendable::from(a)),
-            Err(e) => return Err(SendError::new(e, message)),
-        };
-        let sent = sender.transfer(&outgoing, self.timer.timeout()).await;
-        give_back(&mut message, outgoing);
-        match sent {
+        // The link's AMQP message borrows the message's id and body (no copy of the body) and
+        // gives them back as soon as it is on the wire; the message is kept to hand back.
+        // Keeping an AMQP message until the outcome instead kept ~10 allocations alive per
+        // message in flight, freed cold then (docs/BENCHMARKS.md).
+        match sender
+            .transfer(&mut message, delay, self.timer.timeout())
+            .await
+        {
             Ok(pending) => Ok(Transferred {
                 pending,
                 message: Some(message),
@@ -152,15 +147,6 @@ impl AmqPublisher {
                 Err(SendError::new(e, message))
             }
         }
-    }
-}
-
-/// Return what the AMQP message borrowed to `message`: the link has let go of it once the
-/// transfer ended, failed or was given up (a copy if it still holds it).
-fn give_back(message: &mut Message, outgoing: Outgoing) {
-    match Arc::try_unwrap(outgoing) {
-        Ok(sendable) => take_back(message, sendable.message),
-        Err(shared) => copy_back(message, &shared.message),
     }
 }
 
@@ -310,10 +296,8 @@ mod tests {
         let pipelined = std::mem::size_of_val(&*h.send_pipelined(&d, Message::new("x"), &o));
         let send = std::mem::size_of_val(&*h.send(&d, Message::new("x"), &o));
         let link = Arc::new(SenderLink::new_failed_for_tests(d.clone()));
-        let out: crate::sender_link::Outgoing = Arc::new(Sendable::from(
-            crate::convert::to_amqp(&Message::new("x"), None).expect("converts"),
-        ));
-        let transfer = std::mem::size_of_val(&link.transfer(&out, Duration::from_secs(1)));
+        let mut m = Message::new("x");
+        let transfer = std::mem::size_of_val(&link.transfer(&mut m, None, Duration::from_secs(1)));
         let confirm = std::mem::size_of::<Transferred>();
         eprintln!(
             "send_pipelined {pipelined} B, send {send} B, link transfer {transfer} B, confirm {confirm} B"

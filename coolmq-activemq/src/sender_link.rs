@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use coolmq_core::{Destination, Error, ErrorKind, Result};
+use coolmq_core::{Destination, Error, ErrorKind, Message, Result};
 use fe2o3_amqp::link::delivery::{DeliveryFut, Sendable};
 use fe2o3_amqp::types::messaging::message::Body;
 use fe2o3_amqp::types::messaging::Outcome;
@@ -23,6 +23,7 @@ use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::Sender;
 use tokio::time::Instant;
 
+use crate::convert::{copy_back, refill, take_back, AmqpMessage};
 use crate::error::map;
 
 /// A message on its way: shared between the send and the link's transfer, so the send gets
@@ -76,9 +77,34 @@ struct Inner {
     in_flight: bool,
     /// The link is closed (or its state unknown): the publisher attaches a new one.
     failed: bool,
+    /// The AMQP message the link sends, refilled for each send (`convert::refill`): no
+    /// maps, vectors or `Arc` built and dropped per message.
+    slot: Outgoing,
 }
 
 impl Inner {
+    /// `message` in the link's AMQP message, its id and body lent (a new AMQP message if a
+    /// transfer still holds the last one: one abandoned midway). On an error `message` is
+    /// whole.
+    fn load(&mut self, message: &mut Message, delay: Option<Duration>) -> Result<Outgoing> {
+        if Arc::get_mut(&mut self.slot).is_none() {
+            self.slot = empty();
+        }
+        let sendable = Arc::get_mut(&mut self.slot).expect("just made unique");
+        refill(&mut sendable.message, message, delay)?;
+        Ok(self.slot.clone())
+    }
+
+    /// Give `message` back what [`Inner::load`] lent, once the transfer let go of it (it has
+    /// when it ended, failed or was given up; a copy if anything still holds it).
+    fn unload(&mut self, message: &mut Message, outgoing: Outgoing) {
+        drop(outgoing);
+        match Arc::get_mut(&mut self.slot) {
+            Some(sendable) => take_back(message, &mut sendable.message),
+            None => copy_back(message, &self.slot.message),
+        }
+    }
+
     /// Transfer `message` (left for the driver once the link is free: `handed` tells).
     fn poll_send(
         &mut self,
@@ -163,6 +189,7 @@ impl SenderLink {
                 mailbox,
                 in_flight: false,
                 failed: false,
+                slot: empty(),
             }),
             destination,
         }
@@ -189,41 +216,70 @@ impl SenderLink {
     /// (a full address under Artemis's BLOCK policy) must not hang the caller. An error other
     /// than waiting for the link leaves the link failed (`is_failed`); nothing was sent then
     /// unless the error says so.
-    pub async fn transfer(&self, message: &Outgoing, timeout: Duration) -> Result<Pending> {
+    pub async fn transfer(
+        &self,
+        message: &mut Message,
+        delay: Option<Duration>,
+        timeout: Duration,
+    ) -> Result<Pending> {
         // The fast path (link free, credit available) sets no timer and spends no cooperative
         // budget; waiting is rare and its future large, so it is boxed.
         let Some(mut inner) = self.inner.try_lock() else {
-            return Box::pin(self.transfer_waiting(message, timeout)).await;
+            return Box::pin(self.transfer_waiting(message, delay, timeout)).await;
         };
+        let outgoing = inner.load(message, delay)?;
         let mut handed = false;
         let first = poll_fn(|cx| {
-            Poll::Ready(match inner.poll_send(message, &mut handed, cx) {
+            Poll::Ready(match inner.poll_send(&outgoing, &mut handed, cx) {
                 Poll::Ready(result) => Some(result),
                 Poll::Pending => None,
             })
         })
         .await;
-        match first {
+        let result = match first {
             Some(result) => result,
             None => {
                 let deadline = Instant::now() + timeout;
-                Box::pin(inner.wait(message, handed, deadline, timeout)).await
+                Box::pin(inner.wait(&outgoing, handed, deadline, timeout)).await
             }
-        }
+        };
+        inner.unload(message, outgoing);
+        result
     }
 
-    async fn transfer_waiting(&self, message: &Outgoing, timeout: Duration) -> Result<Pending> {
+    async fn transfer_waiting(
+        &self,
+        message: &mut Message,
+        delay: Option<Duration>,
+        timeout: Duration,
+    ) -> Result<Pending> {
         let deadline = Instant::now() + timeout;
         let mut inner = tokio::time::timeout_at(deadline, self.inner.lock())
             .await
             .map_err(|_| no_credit(timeout))?;
-        inner.wait(message, false, deadline, timeout).await
+        let outgoing = inner.load(message, delay)?;
+        let result = inner.wait(&outgoing, false, deadline, timeout).await;
+        inner.unload(message, outgoing);
+        result
     }
 
     /// Whether the link is closed and must be replaced.
     pub fn is_failed(&self) -> bool {
         self.inner.try_lock().is_some_and(|g| g.failed)
     }
+}
+
+/// An AMQP message for a link to refill.
+fn empty() -> Outgoing {
+    Arc::new(Sendable::from(AmqpMessage {
+        header: None,
+        delivery_annotations: None,
+        message_annotations: None,
+        properties: None,
+        application_properties: None,
+        body: Body::Empty,
+        footer: None,
+    }))
 }
 
 fn closed() -> Error {
@@ -262,18 +318,19 @@ mod tests {
         SenderLink::with_driver(Box::pin(driver), mailbox, Destination::queue("q"))
     }
 
-    fn outgoing() -> Outgoing {
-        Arc::new(Sendable::from(
-            crate::convert::to_amqp(&Message::new("x"), None).expect("converts"),
-        ))
+    /// Whether the link holds the only reference to its AMQP message: no transfer can still
+    /// send it.
+    fn let_go(link: &SenderLink) -> bool {
+        let inner = link.inner.try_lock().expect("free");
+        Arc::strong_count(&inner.slot) == 1
     }
 
     #[tokio::test]
     async fn a_transfer_abandoned_midway_is_finished_by_the_next_send() {
         let gate = Arc::new(Notify::new());
         let link = gated_link(gate.clone());
-        let message = outgoing();
-        let first = link.transfer(&message, Duration::from_secs(5));
+        let mut abandoned_message = Message::new("first");
+        let first = link.transfer(&mut abandoned_message, None, Duration::from_secs(5));
         let abandoned = tokio::time::timeout(Duration::from_millis(50), first).await;
         assert!(abandoned.is_err(), "the transfer waits at the gate");
         assert!(
@@ -281,26 +338,40 @@ mod tests {
             "an abandoned transfer does not cost the link"
         );
         gate.notify_one();
-        let second = link.transfer(&message, Duration::from_secs(5)).await;
+        let mut message = Message::new("second");
+        let id = message.id.clone();
+        let second = link
+            .transfer(&mut message, None, Duration::from_secs(5))
+            .await;
         // The first transfer failed when the second drove it: the second is not sent.
         let Err(error) = second else {
             panic!("the link failed: no transfer")
         };
         assert_eq!(error.kind(), ErrorKind::ConnectionLost);
         assert!(link.is_failed());
-        assert_eq!(Arc::strong_count(&message), 1, "the driver let go of it");
+        assert!(let_go(&link), "the driver let go of it");
+        assert_eq!((&message.id, &message.body[..]), (&id, &b"second"[..]));
     }
 
     #[tokio::test]
     async fn no_credit_in_time_drops_the_link_and_the_message_with_it() {
         let link = gated_link(Arc::new(Notify::new()));
-        let message = outgoing();
-        let Err(error) = link.transfer(&message, Duration::from_millis(50)).await else {
+        let mut message = Message::new("x");
+        let id = message.id.clone();
+        let Err(error) = link
+            .transfer(&mut message, None, Duration::from_millis(50))
+            .await
+        else {
             panic!("no credit: no transfer")
         };
         assert_eq!(error.kind(), ErrorKind::Timeout);
         assert!(link.is_failed());
         // Nothing left in the link that could still go out after the caller got it back.
-        assert_eq!(Arc::strong_count(&message), 1);
+        assert!(let_go(&link));
+        assert_eq!(
+            (&message.id, &message.body[..]),
+            (&id, &b"x"[..]),
+            "handed back whole"
+        );
     }
 }
