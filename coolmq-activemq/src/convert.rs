@@ -85,8 +85,31 @@ fn id_text(id: &MessageId) -> String {
 
 /// The AMQP 1.0 message for `m`, delayed by `delay` if given (everything is copied).
 pub(crate) fn to_amqp(m: &Message, delay: Option<Duration>) -> Result<AmqpMessage> {
-    let props = application_properties(m)?;
-    Ok(build(m, delay, props, m.id.clone(), m.body.to_vec()))
+    let mut props = OrderedMap::new();
+    fill_properties(&mut props, m)?;
+    let mut annotations =
+        MessageAnnotations::builder().insert(JMS_MSG_TYPE, Value::Byte(JMS_BYTES_MESSAGE));
+    if let Some(d) = delay.filter(|d| !d.is_zero()) {
+        annotations = annotations.insert(DELIVERY_DELAY, Value::Long(d.as_millis() as i64));
+    }
+    let properties = Properties {
+        message_id: Some(MessageId::String(m.id.clone())),
+        correlation_id: m.correlation_id.clone().map(MessageId::String),
+        reply_to: m.reply_to.clone(),
+        content_type: m.content_type.clone().map(Symbol::from),
+        subject: m.kind.clone(),
+        creation_time: m.timestamp.map(|t| Timestamp::from_milliseconds(millis(t))),
+        ..Default::default()
+    };
+    Ok(AmqpMessage {
+        header: Some(header(m)),
+        delivery_annotations: None,
+        message_annotations: Some(annotations.build()),
+        properties: Some(properties),
+        application_properties: Some(ApplicationProperties(props)),
+        body: Body::from(Data(Binary::from(m.body.to_vec()))),
+        footer: None,
+    })
 }
 
 /// Make `a` (the AMQP message of an earlier send, or a new one) the AMQP message for `m`,
@@ -139,8 +162,9 @@ pub(crate) fn refill(a: &mut AmqpMessage, m: &mut Message, delay: Option<Duratio
     Ok(())
 }
 
-/// The headers into `props`: values replaced in place when the names are the previous
-/// message's (every message of a sender carries `traceparent`), else the map is rebuilt.
+/// The headers into `props` (nested values have no AMQP 1.0 form): values replaced in place
+/// when the names are the previous message's (every message of a sender carries
+/// `traceparent`), else the map is rebuilt.
 fn fill_properties(props: &mut OrderedMap<String, SimpleValue>, m: &Message) -> Result<()> {
     let props = props.as_inner_mut();
     let same_names =
@@ -185,15 +209,6 @@ pub(crate) fn copy_back(m: &mut Message, a: &AmqpMessage) {
     }
 }
 
-/// The headers as application properties (nested values have no AMQP 1.0 form).
-fn application_properties(m: &Message) -> Result<OrderedMap<String, SimpleValue>> {
-    let mut props = OrderedMap::new();
-    for (k, v) in &m.headers {
-        props.insert(k.clone(), to_simple(k, v)?);
-    }
-    Ok(props)
-}
-
 /// The AMQP header: durable = persistent (fe2o3's default is not durable).
 fn header(m: &Message) -> Header {
     Header {
@@ -204,39 +219,6 @@ fn header(m: &Message) -> Header {
             .map(|t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32),
         first_acquirer: false,
         delivery_count: 0,
-    }
-}
-
-/// The AMQP message: `m`'s fields but its id and body, which are given.
-fn build(
-    m: &Message,
-    delay: Option<Duration>,
-    props: OrderedMap<String, SimpleValue>,
-    id: String,
-    body: Vec<u8>,
-) -> AmqpMessage {
-    let mut annotations =
-        MessageAnnotations::builder().insert(JMS_MSG_TYPE, Value::Byte(JMS_BYTES_MESSAGE));
-    if let Some(d) = delay.filter(|d| !d.is_zero()) {
-        annotations = annotations.insert(DELIVERY_DELAY, Value::Long(d.as_millis() as i64));
-    }
-    let properties = Properties {
-        message_id: Some(MessageId::String(id)),
-        correlation_id: m.correlation_id.clone().map(MessageId::String),
-        reply_to: m.reply_to.clone(),
-        content_type: m.content_type.clone().map(Symbol::from),
-        subject: m.kind.clone(),
-        creation_time: m.timestamp.map(|t| Timestamp::from_milliseconds(millis(t))),
-        ..Default::default()
-    };
-    AmqpMessage {
-        header: Some(header(m)),
-        delivery_annotations: None,
-        message_annotations: Some(annotations.build()),
-        properties: Some(properties),
-        application_properties: Some(ApplicationProperties(props)),
-        body: Body::from(Data(Binary::from(body))),
-        footer: None,
     }
 }
 

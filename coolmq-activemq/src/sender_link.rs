@@ -26,8 +26,8 @@ use tokio::time::Instant;
 use crate::convert::{copy_back, refill, take_back, AmqpMessage};
 use crate::error::map;
 
-/// A message on its way: shared between the send and the link's transfer, so the send gets
-/// it back (to hand back on failure) whatever happens to the transfer.
+/// The link's AMQP message: shared with the driver while it transfers it, so the send takes
+/// back what it lent once the driver let go, whatever happened to the transfer.
 pub(crate) type Outgoing = Arc<Sendable<Body<Value>>>;
 /// The outcome a transfer resolves to.
 pub(crate) type Pending = DeliveryFut<std::result::Result<Outcome, fe2o3_amqp::link::SendError>>;
