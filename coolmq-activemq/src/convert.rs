@@ -112,6 +112,20 @@ pub(crate) fn to_amqp(m: &Message, delay: Option<Duration>) -> Result<AmqpMessag
     })
 }
 
+/// An AMQP message with no sections: what [`refill`] starts from (fe2o3's message has no
+/// `Default`, its body type has none).
+pub(crate) fn blank() -> AmqpMessage {
+    AmqpMessage {
+        header: None,
+        delivery_annotations: None,
+        message_annotations: None,
+        properties: None,
+        application_properties: None,
+        body: Body::Empty,
+        footer: None,
+    }
+}
+
 /// Make `a` (the AMQP message of an earlier send, or a new one) the AMQP message for `m`,
 /// reusing its maps and vectors: a link sends one message at a time, so it refills one AMQP
 /// message instead of building and dropping one per send. The message's id and body are lent,
@@ -294,15 +308,7 @@ mod tests {
 
     #[test]
     fn a_refilled_message_is_the_copied_one_and_lends_id_and_body() {
-        let mut slot = AmqpMessage {
-            header: None,
-            delivery_annotations: None,
-            message_annotations: None,
-            properties: None,
-            application_properties: None,
-            body: Body::Empty,
-            footer: None,
-        };
+        let mut slot = blank();
         let secs = |s| Some(Duration::from_secs(s));
         let cases = [
             (

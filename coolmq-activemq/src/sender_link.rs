@@ -23,7 +23,7 @@ use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::Sender;
 use tokio::time::Instant;
 
-use crate::convert::{copy_back, refill, take_back, AmqpMessage};
+use crate::convert::{blank, copy_back, refill, take_back};
 use crate::error::map;
 
 /// The link's AMQP message: shared with the driver while it transfers it, so the send takes
@@ -271,15 +271,7 @@ impl SenderLink {
 
 /// An AMQP message for a link to refill.
 fn empty() -> Outgoing {
-    Arc::new(Sendable::from(AmqpMessage {
-        header: None,
-        delivery_annotations: None,
-        message_annotations: None,
-        properties: None,
-        application_properties: None,
-        body: Body::Empty,
-        footer: None,
-    }))
+    Arc::new(Sendable::from(blank()))
 }
 
 fn closed() -> Error {
