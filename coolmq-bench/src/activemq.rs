@@ -184,7 +184,7 @@ async fn coolmq_send(
         while inflight.len() >= window {
             inflight.next().await.expect("non-empty")?;
         }
-        let message = Message::new(vec![b'x'; size]).with_id(format!("c-{i}"));
+        let message = Message::new_with_id(format!("c-{i}"), vec![b'x'; size]);
         inflight.push(p.send_pipelined(&dest, message).await?);
     }
     while let Some(o) = inflight.next().await {
@@ -209,7 +209,7 @@ async fn coolmq_send_concurrent(
             async move {
                 p.send(
                     dest,
-                    Message::new(vec![b'x'; size]).with_id(format!("s-{i}")),
+                    Message::new_with_id(format!("s-{i}"), vec![b'x'; size]),
                 )
                 .await
             }

@@ -76,7 +76,7 @@ async fn fill(
     for chunk in (0..rows).step_by(1000) {
         let mut tx = pool.begin().await?;
         for i in chunk..(chunk + 1000).min(rows) {
-            let m = Message::new(vec![b'x'; size]).with_id(format!("{}-{i}", dest.name()));
+            let m = Message::new_with_id(format!("{}-{i}", dest.name()), vec![b'x'; size]);
             outbox.enqueue(&mut tx, dest, &m).await?;
         }
         tx.commit().await?;
@@ -138,7 +138,7 @@ async fn txn_rate(
             .execute(&mut *tx)
             .await?;
         if with_outbox {
-            let m = Message::new(vec![b'x'; size]).with_id(format!("e-{round}-{i}"));
+            let m = Message::new_with_id(format!("e-{round}-{i}"), vec![b'x'; size]);
             outbox.enqueue(&mut tx, &dest, &m).await?;
         }
         tx.commit().await?;

@@ -158,7 +158,7 @@ async fn raw_awaited(
 }
 
 fn message(i: usize, size: usize) -> Message {
-    Message::new(vec![b'x'; size]).with_id(format!("coolmq-{i}"))
+    Message::new_with_id(format!("coolmq-{i}"), vec![b'x'; size])
 }
 
 async fn coolmq_publish(

@@ -54,9 +54,33 @@ impl Message {
     pub fn new(body: impl Into<Bytes>) -> Self {
         // One clock read for both the id and the timestamp.
         let now = truncate_to_millis(SystemTime::now());
+        Self::made_at(message_id_at(now), body.into(), now)
+    }
+
+    /// A persistent message with the caller's id (a business key, an outbox row id) and the
+    /// current timestamp: [`Message::new`] followed by [`Message::with_id`] would generate an
+    /// id only to drop it, which is a measurable share of a fast send path.
+    ///
+    /// ```
+    /// use coolmq_core::Message;
+    /// let m = Message::new_with_id("order-7", "{}");
+    /// assert_eq!(m.id, "order-7");
+    /// let mut same = Message::new("{}").with_id("order-7");
+    /// same.timestamp = m.timestamp;
+    /// assert_eq!(m, same);
+    /// ```
+    pub fn new_with_id(id: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        Self::made_at(
+            id.into(),
+            body.into(),
+            truncate_to_millis(SystemTime::now()),
+        )
+    }
+
+    fn made_at(id: String, body: Bytes, now: SystemTime) -> Self {
         Message {
-            id: message_id_at(now),
-            body: body.into(),
+            id,
+            body,
             content_type: None,
             headers: Headers::new(),
             correlation_id: None,

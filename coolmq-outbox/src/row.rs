@@ -86,7 +86,7 @@ impl OutboxRow {
             )
             .with_source(e)
         })?;
-        let mut m = Message::new(self.body.clone()).with_id(self.id.clone());
+        let mut m = Message::new_with_id(self.id.clone(), self.body.clone());
         m.headers = headers;
         m.content_type = self.content_type.clone();
         m.correlation_id = self.correlation_id.clone();

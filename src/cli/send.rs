@@ -48,10 +48,10 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
     let publisher = broker.publisher().await?;
     let dest = Destination::queue(&o.queue);
     for n in 0..o.count {
-        let mut m = Message::new(body.clone());
-        if let Some(p) = &o.id_prefix {
-            m = m.with_id(format!("{p}-{n}"));
-        }
+        let mut m = match &o.id_prefix {
+            Some(p) => Message::new_with_id(format!("{p}-{n}"), body.clone()),
+            None => Message::new(body.clone()),
+        };
         for (k, v) in &o.headers {
             m = m.with_header(k.clone(), v.clone());
         }

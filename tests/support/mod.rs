@@ -36,7 +36,7 @@ pub async fn paced_sends(
     let results: Vec<_> = stream::iter(0..n)
         .map(|i| {
             let done = done.clone();
-            let m = Message::new(vec![b'x'; size]).with_id(format!("{prefix}-{i}"));
+            let m = Message::new_with_id(format!("{prefix}-{i}"), vec![b'x'; size]);
             async move {
                 tokio::time::sleep_until((start + interval * i as u32).into()).await;
                 let r =
