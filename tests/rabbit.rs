@@ -65,12 +65,15 @@ async fn fault_close_all_connections() -> TestResult {
     let publisher = broker.publisher().await?;
     let done = Arc::new(AtomicUsize::new(0));
 
-    // The killer closes every connection at one third and two thirds of the run.
+    // The killer closes every connection at a quarter and at half of the run. Each
+    // `rabbitmqctl` call takes 1-2 s to start (an Erlang VM), so a kill lands that much after
+    // its mark: at one and two thirds of a 5 s run the second kill once landed after the last
+    // send. Marks this early, and a 10 s run, leave about 3 s to spare.
     let killer = {
         let done = done.clone();
         tokio::spawn(async move {
             let mut kills = Vec::new();
-            for mark in [N / 3, 2 * N / 3] {
+            for mark in [N / 4, N / 2] {
                 while done.load(Ordering::SeqCst) < mark {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -88,14 +91,14 @@ async fn fault_close_all_connections() -> TestResult {
         })
     };
 
-    // Paced at ~2,000 sends/s so both faults land while sends are in flight.
+    // Paced at ~1,000 sends/s so both faults land while sends are in flight.
     let start = Instant::now();
     let dest = Destination::queue(&queue);
     let run = support::paced_sends(
         &publisher,
         &dest,
         N,
-        Duration::from_micros(500),
+        Duration::from_millis(1),
         1024,
         "fault",
         done.clone(),
