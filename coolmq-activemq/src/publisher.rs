@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coolmq_core::{
-    BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result,
-    SendError, SendOptions, TransactionBackend,
+    BackendConfirm, Destination, Error, ErrorKind, Message, PipelinedStart, PublisherBackend,
+    Receipt, Result, SendError, SendOptions, TransactionBackend,
 };
 use fe2o3_amqp::types::messaging::Outcome;
 use tokio::sync::Mutex;
@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 use crate::confirm_timer::{ConfirmTimer, Deadline};
 use crate::connection::Link;
 use crate::error::map;
-use crate::sender_link::{Pending, SenderLink};
+use crate::sender_link::{Pending, SenderLink, Start};
 
 /// Sender links by destination, looked up on every send: foldhash (hashbrown's default
 /// hasher) instead of SipHash, a third of the lookup's cost.
@@ -131,16 +131,73 @@ impl AmqPublisher {
         // gives them back as soon as it is on the wire; the message is kept to hand back.
         // Keeping an AMQP message until the outcome instead kept ~10 allocations alive per
         // message in flight, freed cold then (docs/BENCHMARKS.md).
-        match sender
+        let sent = sender
             .transfer(&mut message, delay, self.timer.timeout())
-            .await
-        {
+            .await;
+        self.transferred(sent, message, sender, Some(permit))
+    }
+
+    /// The pipelined send: when the window has room and the link is free and takes the
+    /// message at once (a pipelining loop's usual case), the confirm is made right here, with
+    /// no future allocated for the send; otherwise a future finishes what was started. The
+    /// window counts the send only until its message is handed over.
+    fn start_pipelined<'a>(
+        &'a self,
+        destination: &'a Destination,
+        mut message: Message,
+        delay: Option<Duration>,
+    ) -> PipelinedStart<'a> {
+        let waiting = |message| -> PipelinedStart<'a> {
+            PipelinedStart::Waiting(Box::pin(async move {
+                let mut transferred = self.transfer(destination, message, delay).await?;
+                transferred.window_slot = None;
+                Ok(Box::pin(transferred) as BackendConfirm)
+            }))
+        };
+        let Some(slot) = self.window.try_acquire() else {
+            return waiting(message);
+        };
+        let Some(sender) = self.cached(destination) else {
+            drop(slot);
+            return waiting(message);
+        };
+        match sender.start(&mut message, delay) {
+            Start::Done(sent) => {
+                drop(slot);
+                PipelinedStart::Ready(
+                    self.transferred(sent, message, sender, None)
+                        .map(|t| Box::pin(t) as BackendConfirm),
+                )
+            }
+            Start::Busy => {
+                drop(slot);
+                waiting(message)
+            }
+            Start::Handed(handed) => PipelinedStart::Waiting(Box::pin(async move {
+                let sent = handed.finish(&mut message, self.timer.timeout()).await;
+                drop(slot);
+                self.transferred(sent, message, sender, None)
+                    .map(|t| Box::pin(t) as BackendConfirm)
+            })),
+        }
+    }
+
+    /// What awaits the outcome of a transfer that went out, or the error that hands the
+    /// message back (forgetting the link if it failed).
+    fn transferred(
+        &self,
+        sent: Result<Pending>,
+        message: Message,
+        sender: Arc<SenderLink>,
+        window_slot: Option<async_lock::SemaphoreGuardArc>,
+    ) -> Result<Transferred, SendError> {
+        match sent {
             Ok(pending) => Ok(Transferred {
                 pending,
                 message: Some(message),
                 destination: sender,
                 deadline: self.timer.deadline(),
-                window_slot: Some(permit),
+                window_slot,
             }),
             Err(e) => {
                 self.forget_if_failed(&sender);
@@ -259,10 +316,19 @@ impl PublisherBackend for PublisherHandle {
         message: Message,
         options: &SendOptions,
     ) -> Result<BackendConfirm, SendError> {
-        let mut transferred = self.0.transfer(destination, message, options.delay).await?;
-        // The caller holds the confirm: the window counts the send only until here.
-        transferred.window_slot = None;
-        Ok(Box::pin(transferred))
+        match self.0.start_pipelined(destination, message, options.delay) {
+            PipelinedStart::Ready(started) => started,
+            PipelinedStart::Waiting(waiting) => waiting.await,
+        }
+    }
+
+    fn start_pipelined<'a>(
+        &'a self,
+        destination: &'a Destination,
+        message: Message,
+        options: &'a SendOptions,
+    ) -> PipelinedStart<'a> {
+        self.0.start_pipelined(destination, message, options.delay)
     }
 
     async fn begin(&self) -> Result<Box<dyn TransactionBackend>> {

@@ -12,7 +12,7 @@
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use coolmq_core::{Destination, Error, ErrorKind, Message, Result};
@@ -165,10 +165,44 @@ impl Inner {
 }
 
 /// A sender link and its driver. async-lock's mutex: locking and unlocking are single atomic
-/// operations when nobody waits (tokio's takes a lock to unlock).
+/// operations when nobody waits (tokio's takes a lock to unlock). In an `Arc` of its own, so
+/// a transfer still waiting can keep the link in a future without borrowing the link.
 pub(crate) struct SenderLink {
-    inner: async_lock::Mutex<Inner>,
+    inner: Arc<async_lock::Mutex<Inner>>,
     destination: Destination,
+}
+
+/// How [`SenderLink::start`] left a transfer.
+pub(crate) enum Start {
+    /// On the wire (its outcome to await) or failed; the message is whole again.
+    Done(Result<Pending>),
+    /// Another send holds the link: nothing was lent.
+    Busy,
+    /// Lent to the link, whose transfer waits (for credit, for the session): the link stays
+    /// held until [`Handed::finish`] takes its result.
+    Handed(Handed),
+}
+
+/// A transfer [`SenderLink::start`] could not finish at once, holding the link.
+pub(crate) struct Handed {
+    inner: async_lock::MutexGuardArc<Inner>,
+    outgoing: Outgoing,
+    handed: bool,
+}
+
+impl Handed {
+    /// Finish the transfer (at most `timeout` more) and give `message` back what it lent.
+    pub async fn finish(self, message: &mut Message, timeout: Duration) -> Result<Pending> {
+        let Handed {
+            mut inner,
+            outgoing,
+            handed,
+        } = self;
+        let deadline = Instant::now() + timeout;
+        let result = inner.wait(&outgoing, handed, deadline, timeout).await;
+        inner.unload(message, outgoing);
+        result
+    }
 }
 
 impl SenderLink {
@@ -184,13 +218,13 @@ impl SenderLink {
         destination: Destination,
     ) -> Self {
         SenderLink {
-            inner: async_lock::Mutex::new(Inner {
+            inner: Arc::new(async_lock::Mutex::new(Inner {
                 driver,
                 mailbox,
                 in_flight: false,
                 failed: false,
                 slot: empty(),
-            }),
+            })),
             destination,
         }
     }
@@ -222,29 +256,39 @@ impl SenderLink {
         delay: Option<Duration>,
         timeout: Duration,
     ) -> Result<Pending> {
-        // The fast path (link free, credit available) sets no timer and spends no cooperative
-        // budget; waiting is rare and its future large, so it is boxed.
-        let Some(mut inner) = self.inner.try_lock() else {
-            return Box::pin(self.transfer_waiting(message, delay, timeout)).await;
+        // Waiting is rare and its futures large, so they are boxed.
+        match self.start(message, delay) {
+            Start::Done(result) => result,
+            Start::Busy => Box::pin(self.transfer_waiting(message, delay, timeout)).await,
+            Start::Handed(handed) => Box::pin(handed.finish(message, timeout)).await,
+        }
+    }
+
+    /// [`SenderLink::transfer`]'s fast path, with no future: if the link is free, lend
+    /// `message` to it and try the transfer once. Sets no timer and spends no cooperative
+    /// budget. The try has no task to wake (a no-op waker): whoever finishes a [`Handed`]
+    /// transfer polls it again from its own task.
+    pub fn start(&self, message: &mut Message, delay: Option<Duration>) -> Start {
+        let Some(mut inner) = self.inner.try_lock_arc() else {
+            return Start::Busy;
         };
-        let outgoing = inner.load(message, delay)?;
+        let outgoing = match inner.load(message, delay) {
+            Ok(outgoing) => outgoing,
+            Err(e) => return Start::Done(Err(e)),
+        };
         let mut handed = false;
-        let first = poll_fn(|cx| {
-            Poll::Ready(match inner.poll_send(&outgoing, &mut handed, cx) {
-                Poll::Ready(result) => Some(result),
-                Poll::Pending => None,
-            })
-        })
-        .await;
-        let result = match first {
-            Some(result) => result,
-            None => {
-                let deadline = Instant::now() + timeout;
-                Box::pin(inner.wait(&outgoing, handed, deadline, timeout)).await
+        let mut cx = Context::from_waker(Waker::noop());
+        match inner.poll_send(&outgoing, &mut handed, &mut cx) {
+            Poll::Ready(result) => {
+                inner.unload(message, outgoing);
+                Start::Done(result)
             }
-        };
-        inner.unload(message, outgoing);
-        result
+            Poll::Pending => Start::Handed(Handed {
+                inner,
+                outgoing,
+                handed,
+            }),
+        }
     }
 
     async fn transfer_waiting(
@@ -343,6 +387,37 @@ mod tests {
         assert!(link.is_failed());
         assert!(let_go(&link), "the driver let go of it");
         assert_eq!((&message.id, &message.body[..]), (&id, &b"second"[..]));
+    }
+
+    /// The fast path without a future: a transfer that cannot finish at once keeps the link
+    /// (a second send finds it busy and lends nothing) until its own task finishes it.
+    #[tokio::test]
+    async fn a_started_transfer_that_waits_holds_the_link_until_finished() {
+        let gate = Arc::new(Notify::new());
+        let link = gated_link(gate.clone());
+        let mut message = Message::new("first");
+        let id = message.id.clone();
+        let Start::Handed(handed) = link.start(&mut message, None) else {
+            panic!("the driver waits at the gate: the transfer cannot finish at once")
+        };
+        assert!(message.body.is_empty(), "the body is lent to the link");
+        let mut other = Message::new("second");
+        assert!(matches!(link.start(&mut other, None), Start::Busy));
+        assert_eq!(&other.body[..], b"second", "a busy link lends nothing");
+        gate.notify_one();
+        let finished = handed.finish(&mut message, Duration::from_secs(5)).await;
+        let Err(error) = finished else {
+            panic!("the gated driver fails its transfer")
+        };
+        assert_eq!(error.kind(), ErrorKind::ConnectionLost);
+        assert!(link.is_failed());
+        assert!(let_go(&link), "the driver let go of it");
+        assert_eq!((&message.id, &message.body[..]), (&id, &b"first"[..]));
+        let Start::Done(Err(error)) = link.start(&mut other, None) else {
+            panic!("a failed link sends nothing")
+        };
+        assert_eq!(error.kind(), ErrorKind::ConnectionLost);
+        assert_eq!(&other.body[..], b"second", "handed back whole");
     }
 
     #[tokio::test]

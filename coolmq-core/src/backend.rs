@@ -2,11 +2,14 @@
 //! [`crate::Broker`] instead; out-of-tree backends implement these and run the conformance
 //! suite.
 //!
-//! Every method is required: a backend that cannot do something says so with
+//! Every method is required (but [`PublisherBackend::start_pipelined`], a fast path with a
+//! default): a backend that cannot do something says so with
 //! [`crate::ErrorKind::Unsupported`] and a false flag in [`Capabilities`].
 
 use std::any::Any;
 use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -80,8 +83,37 @@ pub trait PublisherBackend: Send + Sync {
         message: Message,
         options: &SendOptions,
     ) -> Result<BackendConfirm, SendError>;
+    /// [`PublisherBackend::send_pipelined`] without a future of its own when the message can
+    /// be handed over at once (window and link free), the usual case of a fast pipelining
+    /// loop: no future is allocated and the message is not moved into one. The default
+    /// awaits `send_pipelined`; a backend overrides it only where that saves work.
+    fn start_pipelined<'a>(
+        &'a self,
+        destination: &'a Destination,
+        message: Message,
+        options: &'a SendOptions,
+    ) -> PipelinedStart<'a> {
+        PipelinedStart::Waiting(self.send_pipelined(destination, message, options))
+    }
     /// Start a broker transaction.
     async fn begin(&self) -> Result<Box<dyn TransactionBackend>>;
+}
+
+/// What [`PublisherBackend::start_pipelined`] gives back.
+pub enum PipelinedStart<'a> {
+    /// Handed to the connection (its confirm) or refused (the message handed back) at once.
+    Ready(Result<BackendConfirm, SendError>),
+    /// Still to be handed over (waiting for the window, the link or credit): await it.
+    Waiting(Pin<Box<dyn Future<Output = Result<BackendConfirm, SendError>> + Send + 'a>>),
+}
+
+impl std::fmt::Debug for PipelinedStart<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PipelinedStart::Ready(_) => "PipelinedStart::Ready",
+            PipelinedStart::Waiting(_) => "PipelinedStart::Waiting",
+        })
+    }
 }
 
 /// A broker transaction.

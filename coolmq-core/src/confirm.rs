@@ -80,15 +80,20 @@ impl Observed {
 
     /// Record the outcome on the span and in the metrics.
     pub fn finish(&mut self, result: &Result<Receipt, SendError>) {
-        self.outcome(result.as_ref().err());
+        self.outcome(result.as_ref().err().map(SendError::error));
     }
 
     /// Record a send that failed.
     pub fn failed(&mut self, error: &SendError) {
+        self.outcome(Some(error.error()));
+    }
+
+    /// Record a send refused before it reached the backend.
+    pub fn refused(&mut self, error: &crate::Error) {
         self.outcome(Some(error));
     }
 
-    fn outcome(&mut self, error: Option<&SendError>) {
+    fn outcome(&mut self, error: Option<&crate::Error>) {
         if !std::mem::replace(&mut self.in_flight, false) {
             return;
         }
@@ -107,7 +112,7 @@ impl Observed {
         match error {
             None => tracing::debug!(parent: &self.span, "coolmq.confirm"),
             Some(e) => {
-                tracing::debug!(parent: &self.span, error = %e.error(), "send not confirmed")
+                tracing::debug!(parent: &self.span, error = %e, "send not confirmed")
             }
         }
     }
