@@ -151,7 +151,7 @@ impl AmqPublisher {
             PipelinedStart::Waiting(Box::pin(async move {
                 let mut transferred = self.transfer(destination, message, delay).await?;
                 transferred.window_slot = None;
-                Ok(Box::pin(transferred) as BackendConfirm)
+                Ok(transferred.boxed())
             }))
         };
         let Some(slot) = self.window.try_acquire() else {
@@ -166,7 +166,7 @@ impl AmqPublisher {
                 drop(slot);
                 PipelinedStart::Ready(
                     self.transferred(sent, message, sender, None)
-                        .map(|t| Box::pin(t) as BackendConfirm),
+                        .map(Transferred::boxed),
                 )
             }
             Start::Busy => {
@@ -177,7 +177,7 @@ impl AmqPublisher {
                 let sent = handed.finish(&mut message, self.timer.timeout()).await;
                 drop(slot);
                 self.transferred(sent, message, sender, None)
-                    .map(|t| Box::pin(t) as BackendConfirm)
+                    .map(Transferred::boxed)
             })),
         }
     }
@@ -221,6 +221,13 @@ struct Transferred {
     deadline: Deadline,
     /// The window slot, held until the outcome when the caller awaits it in the send.
     window_slot: Option<async_lock::SemaphoreGuardArc>,
+}
+
+impl Transferred {
+    /// The confirm a pipelined send hands its caller.
+    fn boxed(self) -> BackendConfirm {
+        Box::pin(self)
+    }
 }
 
 impl Future for Transferred {

@@ -83,13 +83,8 @@ impl Observed {
         self.outcome(result.as_ref().err().map(SendError::error));
     }
 
-    /// Record a send that failed.
-    pub fn failed(&mut self, error: &SendError) {
-        self.outcome(Some(error.error()));
-    }
-
-    /// Record a send refused before it reached the backend.
-    pub fn refused(&mut self, error: &crate::Error) {
+    /// Record a send that failed (in the backend or before it).
+    pub fn failed(&mut self, error: &crate::Error) {
         self.outcome(Some(error));
     }
 

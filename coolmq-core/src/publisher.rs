@@ -240,7 +240,7 @@ impl Publisher {
         match started {
             Ok(confirm) => Ok(PendingConfirm::new(confirm, observed)),
             Err(e) => {
-                observed.failed(&e);
+                observed.failed(e.error());
                 Err(e)
             }
         }
@@ -288,7 +288,7 @@ impl Publisher {
         ) {
             Ok(()) => Ok(observed),
             Err(e) => {
-                observed.refused(&e);
+                observed.failed(&e);
                 Err(e)
             }
         }
