@@ -199,9 +199,15 @@ async fn return_unsettled(receiver: &mut Receiver, unsettled: &mut Unsettled, re
         return;
     }
     let _ = receiver.set_credit(0).await;
-    for (_, entry) in unsettled.drain() {
-        return_one(receiver, entry, returner).await;
-    }
+    // Each return is a durable republish awaiting its confirm, then an accept. One after
+    // another, closing a consumer with a full prefetch (200 deliveries) took 9 s on Artemis
+    // (the benchmark's receive scenario); made together they share the round trips, bounded
+    // by the publisher's window.
+    let receiver = &*receiver;
+    let returns = unsettled
+        .drain()
+        .map(|(_, entry)| return_one(receiver, entry, returner));
+    futures::future::join_all(returns).await;
 }
 
 async fn return_one(

@@ -25,6 +25,11 @@ pub(crate) fn cases() -> Vec<Case> {
             consumer_close_requeues_and_old_ack_is_stale,
             [CONFIRMS]
         ),
+        case!(
+            "consume",
+            consumer_close_returns_every_unsettled_delivery_once,
+            [CONFIRMS]
+        ),
         case!("consume", prefetch_bounds_unsettled_deliveries, [CONFIRMS]),
         case!(
             "consume",
@@ -141,6 +146,39 @@ async fn consumer_close_requeues_and_old_ack_is_stale(ctx: Ctx) -> TestResult {
         "ack of a delivery from a closed consumer must be a local StaleDelivery error, got {stale:?}"
     );
     d.ack().await?;
+    Ok(())
+}
+
+/// Closing a consumer returns every delivery it holds, those handed to the application and
+/// those still prefetched, each exactly once (the ActiveMQ backend returns them together).
+async fn consumer_close_returns_every_unsettled_delivery_once(ctx: Ctx) -> TestResult {
+    let q = ctx.queue("close-many").await?;
+    let ids: HashSet<String> = (0..20).map(|i| format!("m-{i}")).collect();
+    for id in &ids {
+        ctx.send(&q, Message::new_with_id(id.clone(), "x")).await?;
+    }
+    let mut c = ctx.broker.consumer_with_prefetch(&q, 20).await?;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(ctx.recv(&mut c).await?);
+    }
+    let handed: HashSet<String> = held.iter().map(|d| d.message().id.clone()).collect();
+    c.close().await?;
+    drop(held);
+    let mut c2 = ctx.broker.consumer(&q).await?;
+    let mut seen = HashSet::new();
+    for _ in 0..ids.len() {
+        let d = ctx.recv(&mut c2).await?;
+        let id = d.message().id.clone();
+        if handed.contains(&id) {
+            check!(d.redelivered(), "{id} was handed out: redelivered flag");
+        }
+        check!(seen.insert(id.clone()), "{id} came back twice");
+        d.ack().await?;
+    }
+    check_eq!(seen, ids, "every message came back");
+    ctx.expect_nothing(&mut c2, Duration::from_millis(300))
+        .await?;
     Ok(())
 }
 
