@@ -6,11 +6,12 @@ use coolmq::{Config, Destination, Message, Publisher};
 use fe2o3_amqp::link::delivery::Sendable;
 use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::types::definitions::SenderSettleMode;
 use fe2o3_amqp::types::messaging::{
-    message::Body, ApplicationProperties, Data, Header, MessageAnnotations, Outcome, Properties,
-    Target,
+    message::Body, AmqpValue, ApplicationProperties, Data, Header, MessageAnnotations, Outcome,
+    Properties, Target,
 };
-use fe2o3_amqp::types::primitives::{Binary, Symbol, Timestamp, Value};
+use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Symbol, Timestamp, Value};
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -42,27 +43,36 @@ pub struct Args {
     /// Transfers in flight awaiting their outcome.
     #[arg(long, default_value_t = 256)]
     window: usize,
+    /// Messages per side the receive scenario times in each repetition (the rest of what
+    /// the repetition sent is drained untimed, pre-settled).
+    #[arg(long, default_value_t = 4_000)]
+    receive: usize,
     /// Receiver credit / prefetch.
     #[arg(long, default_value_t = 200)]
     prefetch: u16,
-    /// Repetitions of each side.
-    #[arg(long, default_value_t = 5)]
+    /// Repetitions: each sends `messages` per side in blocks, then receives them.
+    #[arg(long, default_value_t = 40)]
     reps: usize,
     /// Send with one side only and skip the receive scenario: for profiling a side alone
     /// (`perf record`); prints no ratio.
     #[arg(long, value_enum)]
     only: Option<Side>,
-    /// Run the send scenario only.
+    /// Run the send scenario only (the queues then keep what was sent until the end).
     #[arg(long)]
     send_only: bool,
-    /// Print each block's time per side (raw, raw-keeping, pipelined, concurrent), to see
-    /// whether a ratio comes from typical blocks or from a few slow ones.
+    /// Also send with raw fe2o3 keeping its messages and with concurrent coolmq sends
+    /// (informative comparisons; their messages stay in their queues until the end).
+    #[arg(long)]
+    all_sides: bool,
+    /// Print each block's time per side (raw, raw-keeping, pipelined, concurrent; 0 for a side
+    /// not run) and each repetition's receive time, to see whether a ratio comes from typical
+    /// blocks or from a few slow ones.
     #[arg(long)]
     print_blocks: bool,
 }
 
 /// One side of the comparison.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Side {
     /// Raw fe2o3-amqp: one task transfers, a `FuturesUnordered` awaits the outcomes; each
     /// message is dropped once transferred (so it cannot be resent if it is not accepted).
@@ -78,6 +88,16 @@ pub enum Side {
 
 impl Side {
     const ALL: [Side; 4] = [Side::Raw, Side::RawKeeping, Side::Coolmq, Side::Concurrent];
+
+    /// Its name in the CPU line.
+    fn name(self) -> &'static str {
+        match self {
+            Side::Raw => "raw",
+            Side::RawKeeping => "raw-keeping",
+            Side::Coolmq => "pipelined",
+            Side::Concurrent => "concurrent",
+        }
+    }
 }
 
 /// What raw fe2o3 sends: the same sections on the wire as coolmq's JMS-compatible message
@@ -225,6 +245,11 @@ async fn coolmq_send_concurrent(
 }
 
 /// Run both scenarios and print their ratio lines.
+///
+/// Each repetition sends its blocks (the sides alternating block by block), then receives
+/// and accepts what it sent from the raw and coolmq queues (again alternating), so every
+/// repetition starts on empty queues: the broker's memory and journal stay the same size
+/// however many repetitions run, and both scenarios get the same number of block pairs.
 pub async fn run(args: Args) -> Result<(), BoxError> {
     let mut config = Config::from_url(args.url.clone())?;
     config.publisher_window = args.window;
@@ -241,7 +266,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         .await?;
     let mut session = Session::begin(&mut connection).await?;
     println!(
-        "# ActiveMQ at {}: {} B durable messages, window {}, credit {}, {} reps each side, alternated in blocks",
+        "# ActiveMQ at {}: {} B durable messages, window {}, credit {}, {} reps each side, alternated in blocks of {BLOCK}",
         broker.endpoint(),
         args.size,
         args.window,
@@ -281,11 +306,38 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         .attach(&mut session)
         .await?;
     let publisher = broker.publisher().await?;
-    // Warm-up, untimed.
-    raw_send(&mut sender, 500, args.size, args.window).await?;
-    raw_send_keeping(&mut keep_sender, 500, args.size, args.window).await?;
-    coolmq_send(&publisher, &cool_q, 500, args.size, args.window).await?;
-    coolmq_send_concurrent(&publisher, &concurrent_q, 500, args.size, args.window).await?;
+    let sides: Vec<Side> = match args.only {
+        Some(side) => vec![side],
+        None if args.all_sides => Side::ALL.to_vec(),
+        None => vec![Side::Raw, Side::Coolmq],
+    };
+    let receives = args.only.is_none() && !args.send_only;
+    let replies = format!("coolmq.bench.{id}.replies");
+    let mut purger = match (receives, options.flavor) {
+        (true, coolmq::activemq::Flavor::Artemis) => {
+            broker
+                .declare_queue(&broker.queue_spec(replies.as_str()).dead_letter_queue(None))
+                .await?;
+            Some(Purger::attach(&mut session, &replies).await?)
+        }
+        _ => None,
+    };
+    // Warm-up, untimed: every side sends, and what the compared sides sent is received.
+    const WARM_UP: usize = 500;
+    for &side in &sides {
+        let (size, window) = (args.size, args.window);
+        match side {
+            Side::Raw => raw_send(&mut sender, WARM_UP, size, window).await?,
+            Side::RawKeeping => raw_send_keeping(&mut keep_sender, WARM_UP, size, window).await?,
+            Side::Coolmq => coolmq_send(&publisher, &cool_q, WARM_UP, size, window).await?,
+            Side::Concurrent => {
+                coolmq_send_concurrent(&publisher, &concurrent_q, WARM_UP, size, window).await?
+            }
+        };
+    }
+    if receives {
+        receive_rep(&args, &mut session, &broker, &raw_q, &cool_q, WARM_UP, 0).await?;
+    }
 
     // Per side: throughput per repetition, CPU, and per block the ratio to raw's block.
     const SIDES: usize = Side::ALL.len();
@@ -293,18 +345,15 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let mut pairs: [Vec<f64>; SIDES] = Default::default();
     let mut keeping_pairs = Vec::new();
     let mut cpu = [CpuUse::default(); SIDES];
-    let runs = |side: Side| args.only.is_none_or(|only| only == side);
-    for _ in 0..args.reps {
+    let mut received = Received::default();
+    for rep in 0..args.reps {
         let mut total = [Duration::ZERO; SIDES];
         for block in 0..blocks {
             let mut took = [Duration::ZERO; SIDES];
             // Each block runs every side once, in an order that rotates block by block.
-            for k in 0..SIDES {
-                let s = (block + k) % SIDES;
-                let side = Side::ALL[s];
-                if !runs(side) {
-                    continue;
-                }
+            for k in 0..sides.len() {
+                let side = sides[(block + k) % sides.len()];
+                let s = side as usize;
                 let (size, window) = (args.size, args.window);
                 let before = CpuUse::now();
                 took[s] = match side {
@@ -329,50 +378,82 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             }
             if args.only.is_none() {
                 let secs = |s: Side| took[s as usize].as_secs_f64();
-                pairs[2].push(secs(Side::Raw) / secs(Side::Coolmq));
-                pairs[3].push(secs(Side::Raw) / secs(Side::Concurrent));
-                keeping_pairs.push(secs(Side::RawKeeping) / secs(Side::Coolmq));
+                pairs[Side::Coolmq as usize].push(secs(Side::Raw) / secs(Side::Coolmq));
+                if args.all_sides {
+                    pairs[Side::Concurrent as usize].push(secs(Side::Raw) / secs(Side::Concurrent));
+                    keeping_pairs.push(secs(Side::RawKeeping) / secs(Side::Coolmq));
+                }
             }
         }
-        for s in 0..SIDES {
-            rates[s].push(rate(n, total[s]));
+        for &side in &sides {
+            rates[side as usize].push(rate(n, total[side as usize]));
+        }
+        if receives {
+            let receiving = Instant::now();
+            let timed = args.receive.min(n);
+            let rep_received =
+                receive_rep(&args, &mut session, &broker, &raw_q, &cool_q, timed, rep).await?;
+            if args.print_blocks {
+                println!(
+                    "activemq rep {rep}: receive {:.2} s",
+                    receiving.elapsed().as_secs_f64()
+                );
+            }
+            received.add(rep_received);
+            for q in [&raw_q, &cool_q] {
+                match &mut purger {
+                    Some(purger) => purger.purge(q).await?,
+                    None => drain(&mut session, q, n - timed).await?,
+                }
+            }
+            if args.print_blocks {
+                println!(
+                    "activemq rep {rep}: receive and empty the queues {:.2} s",
+                    receiving.elapsed().as_secs_f64()
+                );
+            }
         }
     }
     if args.only.is_none() {
         let [raw, keeping, pipelined, concurrent] = &rates;
         report_paired("activemq", "send-pipelined", n, raw, pipelined, &pairs[2]);
-        report_paired("activemq", "send-concurrent", n, raw, concurrent, &pairs[3]);
-        report_paired(
-            "activemq",
-            "send-pipelined vs raw keeping its messages",
-            n,
-            keeping,
-            pipelined,
-            &keeping_pairs,
-        );
+        if args.all_sides {
+            report_paired("activemq", "send-concurrent", n, raw, concurrent, &pairs[3]);
+            report_paired(
+                "activemq",
+                "send-pipelined vs raw keeping its messages",
+                n,
+                keeping,
+                pipelined,
+                &keeping_pairs,
+            );
+        }
     }
     let sent = n * args.reps;
+    let per_side = sides
+        .iter()
+        .map(|&side| format!("{}={}", side.name(), cpu[side as usize].per_message(sent)))
+        .collect::<Vec<_>>();
     println!(
-        "activemq send client CPU µs per message: raw={} raw-keeping={} pipelined={} concurrent={}",
-        cpu[0].per_message(sent),
-        cpu[1].per_message(sent),
-        cpu[2].per_message(sent),
-        cpu[3].per_message(sent),
+        "activemq send client CPU µs per message: {}",
+        per_side.join(" ")
     );
-    if args.only.is_none() && !args.send_only {
-        // Both queues now hold the same number of messages: consume them all.
-        receive_accept(
-            &args,
-            &mut session,
-            &broker,
-            &raw_q,
-            &cool_q,
-            args.reps * n + 500,
-        )
-        .await?;
+    if receives {
+        report_paired(
+            "activemq",
+            "receive-accept",
+            args.receive.min(n),
+            &received.raw,
+            &received.coolmq,
+            &received.pairs,
+        );
     }
     sender.close().await?;
     keep_sender.close().await?;
+    if let Some(purger) = purger {
+        purger.close().await?;
+        let _ = broker.delete_queue(&replies).await;
+    }
     session.end().await?;
     connection.close().await?;
     for q in queues {
@@ -382,15 +463,34 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Receive and accept every message of both queues, alternating blocks.
-async fn receive_accept(
+/// The receive scenario's measurements over the repetitions.
+#[derive(Default)]
+struct Received {
+    raw: Vec<f64>,
+    coolmq: Vec<f64>,
+    pairs: Vec<f64>,
+}
+
+impl Received {
+    fn add(&mut self, other: Received) {
+        self.raw.extend(other.raw);
+        self.coolmq.extend(other.coolmq);
+        self.pairs.extend(other.pairs);
+    }
+}
+
+/// Receive and accept `n` messages from each of the two queues (of what the repetition sent),
+/// alternating blocks, the first side alternating with `rep`. The receiver and the consumer
+/// are attached for this and closed after, so neither takes messages while the sides send.
+async fn receive_rep(
     args: &Args,
     session: &mut fe2o3_amqp::session::SessionHandle<()>,
     broker: &coolmq::Broker,
     raw_q: &str,
     cool_q: &str,
-    total: usize,
-) -> Result<(), BoxError> {
+    n: usize,
+    rep: usize,
+) -> Result<Received, BoxError> {
     let mut receiver = Receiver::builder()
         .name("bench-raw-receiver")
         .source(raw_q.to_string())
@@ -398,43 +498,140 @@ async fn receive_accept(
         .attach(session)
         .await?;
     let mut consumer = broker.consumer_with_prefetch(cool_q, args.prefetch).await?;
-    let per_rep = total / args.reps;
-    let (mut raw, mut cool) = (Vec::new(), Vec::new());
+    let (mut raw_t, mut cool_t) = (Duration::ZERO, Duration::ZERO);
     let mut pairs = Vec::new();
-    for rep in 0..args.reps {
-        let (mut raw_t, mut cool_t) = (Duration::ZERO, Duration::ZERO);
-        let mut left = per_rep;
-        let mut block = rep;
-        while left > 0 {
-            let k = left.min(BLOCK);
-            let (mut raw_b, mut cool_b) = (Duration::ZERO, Duration::ZERO);
-            for side in [block % 2, 1 - block % 2] {
-                let start = Instant::now();
-                if side == 0 {
-                    for _ in 0..k {
-                        let d = receiver.recv::<Body<Value>>().await?;
-                        receiver.accept(&d).await?;
-                    }
-                    raw_b = start.elapsed();
-                } else {
-                    for _ in 0..k {
-                        let d = consumer.recv().await?.ok_or("consumer ended")?;
-                        d.ack().await?;
-                    }
-                    cool_b = start.elapsed();
+    let mut left = n;
+    let mut block = rep;
+    while left > 0 {
+        let k = left.min(BLOCK);
+        let (mut raw_b, mut cool_b) = (Duration::ZERO, Duration::ZERO);
+        for side in [block % 2, 1 - block % 2] {
+            let start = Instant::now();
+            if side == 0 {
+                for _ in 0..k {
+                    let d = receiver.recv::<Body<Value>>().await?;
+                    receiver.accept(&d).await?;
                 }
+                raw_b = start.elapsed();
+            } else {
+                for _ in 0..k {
+                    let d = consumer.recv().await?.ok_or("consumer ended")?;
+                    d.ack().await?;
+                }
+                cool_b = start.elapsed();
             }
-            raw_t += raw_b;
-            cool_t += cool_b;
-            pairs.push(raw_b.as_secs_f64() / cool_b.as_secs_f64());
-            left -= k;
-            block += 1;
         }
-        raw.push(rate(per_rep, raw_t));
-        cool.push(rate(per_rep, cool_t));
+        raw_t += raw_b;
+        cool_t += cool_b;
+        pairs.push(raw_b.as_secs_f64() / cool_b.as_secs_f64());
+        left -= k;
+        block += 1;
     }
-    report_paired("activemq", "receive-accept", per_rep, &raw, &cool, &pairs);
     consumer.close().await?;
     receiver.close().await?;
+    Ok(Received {
+        raw: vec![rate(n, raw_t)],
+        coolmq: vec![rate(n, cool_t)],
+        pairs,
+    })
+}
+
+/// Take `n` messages off `queue` pre-settled (the broker forgets each once it is sent): the
+/// quickest way to leave the queue empty for the next repetition. Untimed.
+async fn drain(
+    session: &mut fe2o3_amqp::session::SessionHandle<()>,
+    queue: &str,
+    n: usize,
+) -> Result<(), BoxError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let mut receiver = Receiver::builder()
+        .name(format!("bench-drain-{queue}"))
+        .source(queue.to_string())
+        .sender_settle_mode(SenderSettleMode::Settled)
+        .credit_mode(CreditMode::Manual)
+        .attach(session)
+        .await?;
+    // fe2o3's automatic credit is renewed by dispositions, and pre-settled deliveries have
+    // none: credit is granted here, a batch at a time.
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(1_000);
+        receiver.set_credit(k as u32).await?;
+        for _ in 0..k {
+            receiver.recv::<Body<Value>>().await?;
+        }
+        left -= k;
+    }
+    receiver.close().await?;
     Ok(())
+}
+
+/// Empties a queue through Artemis's management (`removeAllMessages`), waiting for the reply:
+/// far quicker than receiving what is left, and done before the next repetition starts.
+struct Purger {
+    sender: Sender,
+    replies: Receiver,
+    reply_to: String,
+}
+
+impl Purger {
+    async fn attach(
+        session: &mut fe2o3_amqp::session::SessionHandle<()>,
+        reply_to: &str,
+    ) -> Result<Self, BoxError> {
+        let sender = Sender::attach(session, "bench-management", "activemq.management").await?;
+        let replies = Receiver::builder()
+            .name("bench-management-replies")
+            .source(reply_to.to_string())
+            .credit_mode(CreditMode::Manual)
+            .attach(session)
+            .await?;
+        Ok(Purger {
+            sender,
+            replies,
+            reply_to: reply_to.to_string(),
+        })
+    }
+
+    async fn purge(&mut self, queue: &str) -> Result<(), BoxError> {
+        let request = AmqpMessage {
+            header: None,
+            delivery_annotations: None,
+            message_annotations: None,
+            properties: Some(Properties {
+                reply_to: Some(self.reply_to.clone()),
+                ..Default::default()
+            }),
+            application_properties: Some(
+                ApplicationProperties::builder()
+                    .insert("_AMQ_ResourceName", format!("queue.{queue}"))
+                    .insert("_AMQ_OperationName", "removeAllMessages")
+                    .build(),
+            ),
+            body: Body::Value(AmqpValue(Value::String("[]".into()))),
+            footer: None,
+        };
+        check(self.sender.send(request).await)?;
+        self.replies.set_credit(1).await?;
+        let reply = self.replies.recv::<Body<Value>>().await?;
+        self.replies.accept(&reply).await?;
+        let succeeded = reply
+            .message()
+            .application_properties
+            .as_ref()
+            .and_then(|p| p.get("_AMQ_OperationSucceeded"))
+            .is_some_and(|v| matches!(v, SimpleValue::Bool(true)));
+        if !succeeded {
+            return Err(format!("purging {queue} failed: {:?}", reply.body()).into());
+        }
+        Ok(())
+    }
+
+    async fn close(self) -> Result<(), BoxError> {
+        self.sender.close().await?;
+        self.replies.close().await?;
+        Ok(())
+    }
 }

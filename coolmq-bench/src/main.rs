@@ -1,8 +1,10 @@
 //! coolmq vs the raw client library, on the same broker, in one run.
 //!
 //! Each scenario runs raw and coolmq alternately (A B A B …) for several repetitions and
-//! prints one line ending in `ratio=<coolmq/raw>` computed from the median throughputs
-//! (higher is better; 1.0 = no overhead). Timings never go into tests.
+//! prints one line ending in `ratio=<coolmq/raw>` (higher is better; 1.0 = no overhead):
+//! RabbitMQ's from the median throughputs, ActiveMQ's from the median of the coolmq/raw
+//! ratios of blocks run back to back (see `stats::report_paired`). Timings never go into
+//! tests.
 //!
 //! ```text
 //! cargo run --release -p coolmq-bench -- rabbit --url amqp://guest:guest@127.0.0.1:5672/%2f
