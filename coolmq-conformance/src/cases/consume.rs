@@ -33,6 +33,11 @@ pub(crate) fn cases() -> Vec<Case> {
         case!("consume", prefetch_bounds_unsettled_deliveries, [CONFIRMS]),
         case!(
             "consume",
+            prefetch_of_16_bounds_unsettled_deliveries,
+            [CONFIRMS]
+        ),
+        case!(
+            "consume",
             unacked_message_withholds_the_next_at_prefetch_one,
             [CONFIRMS]
         ),
@@ -183,13 +188,26 @@ async fn consumer_close_returns_every_unsettled_delivery_once(ctx: Ctx) -> TestR
 }
 
 async fn prefetch_bounds_unsettled_deliveries(ctx: Ctx) -> TestResult {
+    prefetch_bound(ctx, 3, 10).await
+}
+
+/// The same with a prefetch whose credit a backend may top up in batches (ActiveMQ Classic:
+/// per eighth of the prefetch): one ack while the whole prefetch is held still lets exactly
+/// one more delivery through.
+async fn prefetch_of_16_bounds_unsettled_deliveries(ctx: Ctx) -> TestResult {
+    prefetch_bound(ctx, 16, 40).await
+}
+
+/// Hold `prefetch` deliveries of `total`: nothing more comes until one is acked, then exactly
+/// one; the rest come after.
+async fn prefetch_bound(ctx: Ctx, prefetch: u16, total: usize) -> TestResult {
     let q = ctx.queue("prefetch").await?;
-    for i in 0..10 {
+    for i in 0..total {
         ctx.send(&q, Message::new(format!("{i}"))).await?;
     }
-    let mut c = ctx.broker.consumer_with_prefetch(&q, 3).await?;
+    let mut c = ctx.broker.consumer_with_prefetch(&q, prefetch).await?;
     let mut held = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..prefetch {
         held.push(ctx.recv(&mut c).await?);
     }
     ctx.expect_nothing(&mut c, Duration::from_millis(500))
@@ -201,8 +219,8 @@ async fn prefetch_bounds_unsettled_deliveries(ctx: Ctx) -> TestResult {
     for d in held {
         d.ack().await?;
     }
-    let mut rest = 0;
-    while rest < 6 {
+    let mut rest = prefetch as usize + 1;
+    while rest < total {
         ctx.recv(&mut c).await?.ack().await?;
         rest += 1;
     }
