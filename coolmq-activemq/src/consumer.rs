@@ -38,15 +38,46 @@ enum Command {
     Settle(DeliveryInfo, Settle, Option<oneshot::Sender<Result<()>>>),
     /// Accept the delivery as part of a transaction (settled when the transaction commits).
     TxAccept(DeliveryInfo, SharedTxn, oneshot::Sender<Result<()>>),
-    /// An unsettled delivery was dropped: return it to the queue as a counted attempt.
-    Return(DeliveryInfo),
+    /// Return the delivery to the queue as a counted attempt (republished with its attempt
+    /// + 1, the original accepted): an unsettled drop, or a requeue on Classic.
+    Return(DeliveryInfo, Option<oneshot::Sender<Result<()>>>),
     Close(oneshot::Sender<()>),
 }
 
 type Received = (coolmq_core::Message, u32, DeliveryInfo);
 
+/// The live receiver links of one connection, so closing the connection first returns their
+/// unsettled deliveries counted (Artemis does not count a delivery whose link closed with
+/// its connection; Classic does not either).
+#[derive(Default)]
+pub(crate) struct Receivers(std::sync::Mutex<Vec<mpsc::WeakSender<Command>>>);
+
+impl Receivers {
+    fn add(&self, commands: &mpsc::Sender<Command>) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|c| c.strong_count() > 0);
+        all.push(commands.downgrade());
+    }
+
+    /// Close every live receiver link, returning its unsettled deliveries counted.
+    pub(crate) async fn close_all(&self) {
+        let all: Vec<_> = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let closes = all
+            .into_iter()
+            .filter_map(|c| c.upgrade())
+            .map(|c| async move {
+                let (tx, rx) = oneshot::channel();
+                if c.send(Command::Close(tx)).await.is_ok() {
+                    let _ = rx.await;
+                }
+            });
+        futures::future::join_all(closes).await;
+    }
+}
+
 pub(crate) struct AmqConsumer {
     link: Arc<Link>,
+    receivers: Arc<Receivers>,
     forwarder: Arc<AmqPublisher>,
     queue: String,
     prefetch: u32,
@@ -58,6 +89,7 @@ pub(crate) struct AmqConsumer {
 impl AmqConsumer {
     pub async fn open(
         link: Arc<Link>,
+        receivers: Arc<Receivers>,
         forwarder: Arc<AmqPublisher>,
         queue: &str,
         prefetch: u16,
@@ -65,6 +97,7 @@ impl AmqConsumer {
     ) -> Result<Self> {
         let mut c = AmqConsumer {
             link,
+            receivers,
             forwarder,
             queue: queue.to_string(),
             prefetch: u32::from(prefetch),
@@ -79,6 +112,7 @@ impl AmqConsumer {
     async fn attach(&mut self) -> Result<()> {
         let receiver = self.link.receiver(&self.queue).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        self.receivers.add(&cmd_tx);
         let (del_tx, del_rx) = mpsc::channel(self.prefetch as usize + 1);
         let returner = Returner {
             queue: self.queue.clone(),
@@ -179,10 +213,17 @@ async fn run_link(
                     }
                     let _ = reply.send(r);
                 }
-                Some(Command::Return(info)) => {
-                    if let Some(entry) = unsettled.remove(&info.delivery_id()) {
-                        outstanding = outstanding.saturating_sub(1);
-                        return_one(&receiver, entry, &returner).await;
+                Some(Command::Return(info, reply)) => {
+                    let r = match unsettled.remove(&info.delivery_id()) {
+                        Some(entry) => {
+                            outstanding = outstanding.saturating_sub(1);
+                            return_one(&receiver, entry, &returner).await;
+                            Ok(())
+                        }
+                        None => Err(stale()),
+                    };
+                    if let Some(reply) = reply {
+                        let _ = reply.send(r);
                     }
                 }
                 Some(Command::Close(done)) => {
@@ -294,14 +335,22 @@ impl ConsumerBackend for AmqConsumer {
                         commands: commands.clone(),
                         info: Some(info),
                         forwarder: self.forwarder.clone(),
+                        flavor: self.link.options.flavor,
                     };
-                    return Ok(Some(Delivery::new(
+                    let delivery = Delivery::new(
                         message,
                         redeliveries > 0,
                         redeliveries,
                         self.context.clone(),
                         Box::new(acker),
-                    )));
+                    );
+                    // Artemis counts every delivery (`delivery-count`); Classic keeps its
+                    // count on the link, and a consumer that died leaves the message only
+                    // flagged: the core checkpoints such copies.
+                    return Ok(Some(match self.link.options.flavor {
+                        Flavor::Artemis => delivery,
+                        Flavor::Classic => delivery.count_is_lower_bound(),
+                    }));
                 }
                 Some(Err(e)) => {
                     self.current = None;
@@ -334,6 +383,7 @@ pub(crate) struct AmqAcker {
     commands: mpsc::Sender<Command>,
     info: Option<DeliveryInfo>,
     forwarder: Arc<AmqPublisher>,
+    flavor: Flavor,
 }
 
 impl AmqAcker {
@@ -365,8 +415,22 @@ impl Acker for AmqAcker {
         self.settle(Settle::Accept).await
     }
 
-    async fn requeue(self: Box<Self>) -> Result<()> {
-        self.settle(Settle::Fail).await
+    async fn requeue(mut self: Box<Self>) -> Result<()> {
+        match self.flavor {
+            // Artemis counts `Modified{delivery_failed}` in the message's delivery count.
+            Flavor::Artemis => self.settle(Settle::Fail).await,
+            // Classic counts it only on this link (a new consumer sees the message fresh):
+            // return it counted, as a closing consumer does.
+            Flavor::Classic => {
+                let info = self.info.take().expect("unsettled");
+                let (tx, rx) = oneshot::channel();
+                self.commands
+                    .send(Command::Return(info, Some(tx)))
+                    .await
+                    .map_err(|_| stale())?;
+                rx.await.map_err(|_| stale())?
+            }
+        }
     }
 
     async fn forward(
@@ -409,7 +473,7 @@ impl Acker for AmqAcker {
     fn release(mut self: Box<Self>) {
         if let Some(info) = self.info.take() {
             // Without awaiting: if the link is gone, the broker redelivers anyway.
-            let _ = self.commands.try_send(Command::Return(info));
+            let _ = self.commands.try_send(Command::Return(info, None));
         }
     }
 

@@ -60,6 +60,7 @@ pub const SCHEMES: &[&str] = &["amqp1", "amqp1s"];
 pub struct ActiveMqBackend {
     info: BackendInfo,
     link: Arc<Link>,
+    receivers: Arc<consumer::Receivers>,
     forwarder: Arc<AmqPublisher>,
     config: Config,
 }
@@ -112,6 +113,7 @@ pub async fn connect(config: Config) -> Result<Broker> {
     let backend = ActiveMqBackend {
         info,
         link,
+        receivers: Arc::default(),
         forwarder,
         config: config.clone(),
     };
@@ -132,6 +134,9 @@ impl Backend for ActiveMqBackend {
         }
         for pattern in &spec.bindings {
             management::artemis_bind(&self.link, &spec.name, pattern).await?;
+        }
+        if self.link.options.flavor == Flavor::Artemis {
+            management::artemis_keep_deliveries(&self.link, &spec.name).await?;
         }
         Ok(())
     }
@@ -160,9 +165,14 @@ impl Backend for ActiveMqBackend {
         queue: &str,
         options: &ConsumerOptions,
     ) -> Result<Box<dyn ConsumerBackend>> {
+        if self.link.options.flavor == Flavor::Artemis {
+            // A queue declared elsewhere gets the same protection before its first delivery.
+            management::artemis_keep_deliveries(&self.link, queue).await?;
+        }
         let context = Arc::new(DeliveryContext::new(&self.info, queue, options));
         let consumer = AmqConsumer::open(
             self.link.clone(),
+            self.receivers.clone(),
             self.forwarder.clone(),
             queue,
             options.prefetch,
@@ -177,6 +187,9 @@ impl Backend for ActiveMqBackend {
     }
 
     async fn close(&self) -> Result<()> {
+        // Unsettled deliveries go back counted before the connection closes under them.
+        let returned = self.receivers.close_all();
+        let _ = tokio::time::timeout(self.config.connect_timeout, returned).await;
         self.link.close().await;
         Ok(())
     }

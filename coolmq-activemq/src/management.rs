@@ -205,6 +205,20 @@ async fn artemis_broker_op(link: &Link, operation: &str, args: String) -> Result
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn max_delivery_attempts_of_a_reply() {
+        let reply = r#"["{\"maxDeliveryAttempts\":-1,\"deadLetterAddress\":\"DLQ\"}"]"#;
+        assert_eq!(super::max_delivery_attempts(reply), Some(-1));
+        assert_eq!(
+            super::max_delivery_attempts(r#"[{"maxDeliveryAttempts":10}]"#),
+            Some(10)
+        );
+        assert_eq!(super::max_delivery_attempts("not json"), None);
+    }
+}
+
 fn json_str(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
@@ -240,6 +254,60 @@ pub(crate) async fn artemis_bind(link: &Link, queue: &str, pattern: &str) -> Res
             .with_context("queue", queue)
             .with_context("pattern", pattern)),
     }
+}
+
+/// Make sure Artemis never moves a message of `queue` out of it on its own: its default
+/// `max-delivery-attempts` (10) would divert a message to the broker's dead-letter address
+/// (`DLQ`) after ten deliveries, before coolmq's redelivery policy dead-letters it to the
+/// queue's own dead-letter queue with the failure metadata. Sets `max-delivery-attempts = -1`
+/// for the queue's address through management unless it already is; refuses with a clear
+/// error when that cannot be done.
+pub(crate) async fn artemis_keep_deliveries(link: &Link, queue: &str) -> Result<()> {
+    let reply = artemis_broker_op(
+        link,
+        "getAddressSettingsAsJSON",
+        format!("[{}]", json_str(queue)),
+    )
+    .await;
+    if let Ok(text) = &reply {
+        if max_delivery_attempts(text) == Some(-1) {
+            return Ok(());
+        }
+    }
+    let settings = r#"{"maxDeliveryAttempts":-1}"#;
+    artemis_broker_op(
+        link,
+        "addAddressSettings",
+        format!("[{}, {}]", json_str(queue), json_str(settings)),
+    )
+    .await
+    .map(drop)
+    .map_err(|e| {
+        Error::new(
+            ErrorKind::ConfigInvalid,
+            format!(
+                "Artemis would move messages of {queue:?} to its own dead-letter address after                  `max-delivery-attempts` deliveries, behind coolmq's redelivery policy, and                  coolmq could not turn that off: set <max-delivery-attempts>-1</max-delivery-attempts>                  in an <address-setting> matching {queue:?} in broker.xml, or give coolmq's user                  the `manage` permission"
+            ),
+        )
+        .with_context("queue", queue)
+        .with_source(e)
+        .set_temporary(false)
+    })
+}
+
+/// `maxDeliveryAttempts` of a `getAddressSettingsAsJSON` reply: a JSON list holding the
+/// settings as a JSON text.
+fn max_delivery_attempts(reply: &str) -> Option<i64> {
+    let outer: serde_json::Value = serde_json::from_str(reply).ok()?;
+    let inner = match &outer {
+        serde_json::Value::Array(items) => items.first()?.clone(),
+        other => other.clone(),
+    };
+    let settings: serde_json::Value = match inner {
+        serde_json::Value::String(text) => serde_json::from_str(&text).ok()?,
+        other => other,
+    };
+    settings.get("maxDeliveryAttempts")?.as_i64()
 }
 
 /// Remove every topic binding of `queue` on Artemis.

@@ -1,8 +1,9 @@
 //! The one handle applications hold (like OpenDAL's `Operator`): topology, publishers,
 //! consumers and workers, the same on every backend.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::backend::{Backend, FaultInjector};
 use crate::{
@@ -15,6 +16,9 @@ use crate::{
 pub struct Broker {
     backend: Arc<dyn Backend>,
     config: Arc<Config>,
+    /// The dead-letter queue of every queue declared through this handle, so consumers
+    /// dead-letter where the declaration said, not to a name derived again from the config.
+    dead_letter_queues: Arc<Mutex<HashMap<String, Option<String>>>>,
 }
 
 impl fmt::Debug for Broker {
@@ -33,6 +37,7 @@ impl Broker {
         Broker {
             backend,
             config: Arc::new(config),
+            dead_letter_queues: Arc::default(),
         }
     }
 
@@ -77,7 +82,23 @@ impl Broker {
         if spec.name.is_empty() {
             return Err(Error::config("queue", "queue name must not be empty"));
         }
-        self.backend.declare_queue(spec).await
+        self.backend.declare_queue(spec).await?;
+        self.dead_letter_queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.name.clone(), spec.dead_letter_queue.clone());
+        Ok(())
+    }
+
+    /// The dead-letter queue of `queue`: the one it was declared with through this handle,
+    /// else the configured prefix's (`DLQ.<queue>`).
+    pub fn dead_letter_queue_of(&self, queue: &str) -> Option<String> {
+        self.dead_letter_queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(queue)
+            .cloned()
+            .unwrap_or_else(|| Some(self.config.dead_letter_queue(queue)))
     }
 
     /// A queue spec for `name` using the configured dead-letter prefix.
@@ -89,7 +110,12 @@ impl Broker {
 
     /// Delete a queue (absent queues are fine).
     pub async fn delete_queue(&self, name: &str) -> Result<()> {
-        self.backend.delete_queue(name).await
+        self.backend.delete_queue(name).await?;
+        self.dead_letter_queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        Ok(())
     }
 
     /// Messages ready in a queue.
@@ -120,7 +146,7 @@ impl Broker {
         }
         let options = ConsumerOptions {
             prefetch,
-            dead_letter_queue: Some(self.config.dead_letter_queue(queue)),
+            dead_letter_queue: self.dead_letter_queue_of(queue),
         };
         let inner = self.backend.consumer(queue, &options).await?;
         Ok(Consumer::new(inner, queue))

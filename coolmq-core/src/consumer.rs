@@ -22,6 +22,8 @@ pub struct ConsumerOptions {
 pub struct Consumer {
     inner: Box<dyn ConsumerBackend>,
     queue: String,
+    /// The message whose checkpoint failed last: handed out as it is when it comes back.
+    failed_checkpoint: Option<String>,
 }
 
 impl fmt::Debug for Consumer {
@@ -38,6 +40,7 @@ impl Consumer {
         Consumer {
             inner,
             queue: queue.into(),
+            failed_checkpoint: None,
         }
     }
 
@@ -48,8 +51,34 @@ impl Consumer {
 
     /// The next delivery; waits while the queue is empty or prefetch is exhausted.
     /// `Ok(None)` once the consumer is closed.
+    ///
+    /// Where the broker only flags redeliveries, a flagged copy is first checkpointed
+    /// (republished with its attempt number, the original acknowledged) and the next
+    /// delivery is returned, so [`Delivery::attempt`] counts every delivery even of a
+    /// message whose consumer died before settling it. Should the checkpoint fail, the
+    /// copy is returned as it is (its attempt then a lower bound) rather than retried in a
+    /// loop.
     pub async fn recv(&mut self) -> Result<Option<Delivery>> {
-        let delivery = self.inner.recv().await?;
+        let delivery = loop {
+            match self.inner.recv().await? {
+                Some(d)
+                    if d.needs_checkpoint()
+                        && self.failed_checkpoint.as_deref() != Some(&d.message().id) =>
+                {
+                    let id = d.message().id.clone();
+                    if let Err(e) = d.checkpoint().await {
+                        // The original went back to the queue: its next delivery is handed
+                        // out as it is, so a broker that refuses the copy cannot loop us.
+                        tracing::warn!(queue = %self.queue, message_id = %id, error = %e, "checkpointing a redelivered message failed; delivering it uncounted");
+                        self.failed_checkpoint = Some(id);
+                    }
+                }
+                other => {
+                    self.failed_checkpoint = None;
+                    break other;
+                }
+            }
+        };
         if let Some(d) = &delivery {
             let span = tracing::debug_span!(
                 "coolmq.consume",

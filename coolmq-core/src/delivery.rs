@@ -79,6 +79,11 @@ pub struct Delivery {
     message: Message,
     redelivered: bool,
     attempt: u32,
+    /// Deliveries of this copy the broker reported before this one.
+    broker_redeliveries: u32,
+    /// Whether `broker_redeliveries` is the broker's exact count, or only a lower bound from
+    /// a redelivered flag (see [`Delivery::count_is_lower_bound`]).
+    exact_count: bool,
     context: Arc<DeliveryContext>,
     acker: Option<Box<dyn Acker>>,
 }
@@ -109,9 +114,42 @@ impl Delivery {
             message,
             redelivered: redelivered || attempt > 1,
             attempt,
+            broker_redeliveries,
+            exact_count: true,
             context,
             acker: Some(acker),
         }
+    }
+
+    /// Mark the broker's redelivery count as a lower bound: the broker only flags that this
+    /// copy was delivered before (RabbitMQ classic queues, ActiveMQ Classic over AMQP), not how
+    /// often. [`crate::Consumer::recv`] then never hands such a copy to the application:
+    /// it republishes it with its attempt number and acknowledges the original (a
+    /// checkpoint), so a consumer that dies on a message still counts every delivery.
+    pub fn count_is_lower_bound(mut self) -> Self {
+        self.exact_count = false;
+        self
+    }
+
+    /// Whether this copy must be checkpointed before the application sees it: its broker
+    /// only flags redeliveries and flagged this one.
+    pub(crate) fn needs_checkpoint(&self) -> bool {
+        !self.exact_count && self.broker_redeliveries > 0
+    }
+
+    /// Republish the message to its queue carrying this delivery's attempt number and
+    /// acknowledge the original (confirm first, then ack: a crash in between duplicates,
+    /// never loses). The copy's next delivery is then counted exactly from its header.
+    pub(crate) async fn checkpoint(mut self) -> Result<()> {
+        let mut copy = self.message.clone();
+        copy.headers.insert(
+            ATTEMPT_HEADER.to_string(),
+            HeaderValue::I32(self.attempt.min(i32::MAX as u32) as i32),
+        );
+        let destination = Destination::queue(self.context.queue.clone());
+        self.take_acker()
+            .forward(&destination, copy, &SendOptions::default())
+            .await
     }
 
     /// The message.

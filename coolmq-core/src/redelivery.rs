@@ -68,6 +68,15 @@ impl RedeliveryPolicy {
         self.maximum_redeliveries >= 0 && attempt > self.maximum_redeliveries as u32
     }
 
+    /// Whether delivery `attempt` may still reach the handler: false once the message was
+    /// delivered `maximum_redeliveries + 1` times already without being settled by a
+    /// handler failure (its consumer died, or lost its connection, each time). The worker
+    /// dead-letters such a delivery without running the handler, so a message that kills
+    /// its consumer cannot wedge the queue.
+    pub fn allows_delivery(&self, attempt: u32) -> bool {
+        !self.should_dead_letter(attempt.saturating_sub(1))
+    }
+
     /// The delay before redelivery number `redelivery` (1 = the first), without
     /// randomization: ActiveMQ's `getNextRedeliveryDelay` applied from the initial delay.
     pub fn delay_for(&self, redelivery: u32) -> Duration {
@@ -252,6 +261,7 @@ mod tests {
         assert_eq!(p.delay_for(5), Duration::from_secs(1));
         assert!(!p.should_dead_letter(7 - 1));
         assert!(p.should_dead_letter(7));
+        assert!(p.allows_delivery(7) && !p.allows_delivery(8));
     }
 
     #[test]
@@ -275,6 +285,7 @@ mod tests {
             ..Default::default()
         };
         assert!(!p.should_dead_letter(u32::MAX));
+        assert!(p.allows_delivery(u32::MAX));
     }
 
     #[test]

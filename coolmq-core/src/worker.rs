@@ -375,6 +375,14 @@ async fn run(
 
 async fn process(shared: &Shared, delivery: Delivery) {
     let stats = &shared.stats;
+    if !shared.policy.allows_delivery(delivery.attempt()) {
+        // Delivered more often than the policy allows without a failure the worker saw:
+        // each earlier delivery ended with its consumer (process, connection) gone. Running
+        // the handler again would most likely end the same way.
+        let reason = unsettled_reason(&delivery);
+        dead_letter(shared, delivery, reason).await;
+        return;
+    }
     stats.in_flight.fetch_add(1, Ordering::SeqCst);
     let incoming = Incoming {
         message: delivery.message().clone(),
@@ -418,20 +426,43 @@ async fn process(shared: &Shared, delivery: Delivery) {
     stats.in_flight.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// Why a delivery over the limit is dead-lettered before its handler runs.
+fn unsettled_reason(delivery: &Delivery) -> String {
+    let mut reason = format!(
+        "delivered {} times; the previous deliveries were never settled (the consumer died or lost its connection)",
+        delivery.attempt()
+    );
+    if let Some(last) = delivery
+        .message()
+        .headers
+        .get(crate::dead_letter::LAST_ERROR_HEADER)
+        .and_then(crate::HeaderValue::as_str)
+    {
+        reason.push_str("; the last handler error: ");
+        reason.push_str(last);
+    }
+    reason
+}
+
+async fn dead_letter(shared: &Shared, delivery: Delivery, reason: String) {
+    let stats = &shared.stats;
+    match delivery.dead_letter(&reason).await {
+        Ok(event) => {
+            bump(&stats.dead_lettered);
+            shared.observer.on_dead_letter(&event).await;
+        }
+        Err(e) => {
+            bump(&stats.settle_errors);
+            tracing::warn!(error = %e, "dead-lettering failed; the message will be redelivered");
+        }
+    }
+}
+
 async fn fail(shared: &Shared, mut delivery: Delivery, reason: String, permanent: bool) {
     let stats = &shared.stats;
     let attempt = delivery.attempt();
     if permanent || shared.policy.should_dead_letter(attempt) {
-        match delivery.dead_letter(&reason).await {
-            Ok(event) => {
-                bump(&stats.dead_lettered);
-                shared.observer.on_dead_letter(&event).await;
-            }
-            Err(e) => {
-                bump(&stats.settle_errors);
-                tracing::warn!(error = %e, "dead-lettering failed; the message will be redelivered");
-            }
-        }
+        dead_letter(shared, delivery, reason).await;
         return;
     }
     let delay = shared.policy.jittered_delay_for(attempt);

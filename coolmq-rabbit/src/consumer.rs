@@ -81,30 +81,36 @@ impl RabbitConsumer {
             acker,
             ..
         } = d;
-        // Quorum queues count deliveries; classic queues only flag a redelivery.
-        let broker_redeliveries = properties
+        // Quorum queues count deliveries; classic queues only flag a redelivery, which the
+        // core turns into an exact count by checkpointing flagged copies.
+        let counted = properties
             .headers()
             .as_ref()
             .and_then(|h| h.inner().get("x-delivery-count"))
             .and_then(|v| match v {
                 lapin::types::AMQPValue::LongLongInt(n) => Some(*n),
                 lapin::types::AMQPValue::LongInt(n) => Some(i64::from(*n)),
+                lapin::types::AMQPValue::LongUInt(n) => Some(i64::from(*n)),
                 _ => None,
             })
-            .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32)
-            .unwrap_or(u32::from(redelivered));
+            .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32);
         let message: Message = from_properties(&properties, data);
         let acker = RabbitAcker {
             acker,
             forwarder: self.forwarder.clone(),
         };
-        Delivery::new(
+        let delivery = Delivery::new(
             message,
             redelivered,
-            broker_redeliveries,
+            counted.unwrap_or(u32::from(redelivered)),
             self.context.clone(),
             Box::new(acker),
-        )
+        );
+        if counted.is_some() {
+            delivery
+        } else {
+            delivery.count_is_lower_bound()
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod capability;
 mod confirm;
 mod consume;
 mod load;
+mod poison;
 mod redelivery;
 mod send;
 mod topic;
@@ -36,6 +37,7 @@ pub(crate) fn all() -> Vec<Case> {
         topology::cases(),
         redelivery::cases(),
         worker::cases(),
+        poison::cases(),
         capability::cases(),
         load::cases(),
     ]
