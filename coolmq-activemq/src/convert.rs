@@ -19,6 +19,10 @@ pub(crate) const DELIVERY_DELAY: &str = "x-opt-delivery-delay";
 /// Annotation: the JMS message type (3 = BytesMessage, 5 = TextMessage).
 const JMS_MSG_TYPE: &str = "x-opt-jms-msg-type";
 const JMS_BYTES_MESSAGE: i8 = 3;
+/// Header set on a received message whose body was not a Data section: `amqp-value` or
+/// `amqp-sequence`. The body then holds those sections as AMQP encodes them, so nothing of
+/// another client's body is lost (a string or binary value is taken as is instead).
+pub const AMQP_BODY_HEADER: &str = "coolmq_amqp_body";
 
 /// The AMQP 1.0 message type coolmq sends and receives.
 pub(crate) type AmqpMessage = fe2o3_amqp::types::messaging::Message<Body<Value>>;
@@ -56,7 +60,11 @@ fn from_simple(v: &SimpleValue) -> Option<HeaderValue> {
         SimpleValue::Ubyte(x) => HeaderValue::U8(*x),
         SimpleValue::Ushort(x) => HeaderValue::U16(*x),
         SimpleValue::Uint(x) => HeaderValue::U32(*x),
-        SimpleValue::Ulong(x) => HeaderValue::I64(i64::try_from(*x).unwrap_or(i64::MAX)),
+        // Past i64 the exact value is kept as text rather than clamped.
+        SimpleValue::Ulong(x) => match i64::try_from(*x) {
+            Ok(v) => HeaderValue::I64(v),
+            Err(_) => HeaderValue::String(x.to_string()),
+        },
         SimpleValue::Float(x) => HeaderValue::F32(x.into_inner()),
         SimpleValue::Double(x) => HeaderValue::F64(x.into_inner()),
         SimpleValue::String(s) => HeaderValue::String(s.clone()),
@@ -64,7 +72,9 @@ fn from_simple(v: &SimpleValue) -> Option<HeaderValue> {
         SimpleValue::Binary(b) => HeaderValue::Bytes(b.to_vec()),
         SimpleValue::Char(c) => HeaderValue::String(c.to_string()),
         SimpleValue::Timestamp(t) => HeaderValue::I64(t.milliseconds()),
-        _ => return None,
+        SimpleValue::Null => return None,
+        // Decimals and UUIDs have no header type: their text keeps the value.
+        other => HeaderValue::String(format!("{other:?}")),
     })
 }
 
@@ -248,6 +258,14 @@ pub(crate) fn from_amqp(a: AmqpMessage) -> (Message, u32) {
                 .collect()
         })
         .unwrap_or_default();
+    let mut headers = headers;
+    let mut encoded = |kind: &str, bytes: std::result::Result<Vec<u8>, serde_amqp::Error>| {
+        headers.insert(
+            AMQP_BODY_HEADER.to_string(),
+            HeaderValue::String(kind.into()),
+        );
+        bytes.unwrap_or_default()
+    };
     let body: Vec<u8> = match a.body {
         Body::Data(batch) => batch
             .into_inner()
@@ -256,8 +274,19 @@ pub(crate) fn from_amqp(a: AmqpMessage) -> (Message, u32) {
             .collect(),
         Body::Value(AmqpValue(Value::String(s))) => s.into_bytes(),
         Body::Value(AmqpValue(Value::Binary(b))) => b.into_vec(),
-        Body::Value(AmqpValue(other)) => format!("{other:?}").into_bytes(),
-        Body::Sequence(_) | Body::Empty => Vec::new(),
+        Body::Value(value) => encoded("amqp-value", serde_amqp::to_vec(&value)),
+        Body::Sequence(batch) => {
+            let mut all = Vec::new();
+            let mut result = Ok(());
+            for section in batch.into_inner() {
+                match serde_amqp::to_vec(&section) {
+                    Ok(bytes) => all.extend(bytes),
+                    Err(e) => result = Err(e),
+                }
+            }
+            encoded("amqp-sequence", result.map(|()| all))
+        }
+        Body::Empty => Vec::new(),
     };
     let message = Message {
         id: p
@@ -275,8 +304,10 @@ pub(crate) fn from_amqp(a: AmqpMessage) -> (Message, u32) {
         priority: Some(header.priority.0).filter(|p| *p != 4),
         persistent: header.durable,
         ttl: header.ttl.map(|ms| Duration::from_millis(u64::from(ms))),
-        timestamp: p.creation_time.map(|t| {
-            SystemTime::UNIX_EPOCH + Duration::from_millis(t.milliseconds().max(0) as u64)
+        // Any 64-bit value is legal on the wire; only what a SystemTime holds becomes one.
+        timestamp: p.creation_time.and_then(|t| {
+            SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_millis(t.milliseconds().max(0) as u64))
         }),
     };
     (message, header.delivery_count)
@@ -285,6 +316,142 @@ pub(crate) fn from_amqp(a: AmqpMessage) -> (Message, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fe2o3_amqp::types::messaging::{AmqpSequence, Batch};
+    use proptest::prelude::*;
+
+    fn simple() -> impl Strategy<Value = SimpleValue> {
+        prop_oneof![
+            Just(SimpleValue::Null),
+            any::<bool>().prop_map(SimpleValue::Bool),
+            any::<u8>().prop_map(SimpleValue::Ubyte),
+            any::<u16>().prop_map(SimpleValue::Ushort),
+            any::<u32>().prop_map(SimpleValue::Uint),
+            any::<u64>().prop_map(SimpleValue::Ulong),
+            any::<i8>().prop_map(SimpleValue::Byte),
+            any::<i16>().prop_map(SimpleValue::Short),
+            any::<i32>().prop_map(SimpleValue::Int),
+            any::<i64>().prop_map(SimpleValue::Long),
+            any::<f32>().prop_map(SimpleValue::from),
+            any::<f64>().prop_map(SimpleValue::from),
+            any::<i64>().prop_map(|t| SimpleValue::Timestamp(Timestamp::from_milliseconds(t))),
+            ".{0,40}".prop_map(SimpleValue::String),
+            ".{0,40}".prop_map(|s| SimpleValue::Symbol(Symbol::from(s))),
+            proptest::collection::vec(any::<u8>(), 0..40)
+                .prop_map(|b| SimpleValue::Binary(Binary::from(b))),
+            any::<char>().prop_map(SimpleValue::Char),
+            any::<[u8; 16]>().prop_map(|u| SimpleValue::Uuid(u.into())),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::Long),
+            any::<u64>().prop_map(Value::Ulong),
+            ".{0,20}".prop_map(Value::String),
+            proptest::collection::vec(any::<u8>(), 0..20)
+                .prop_map(|b| Value::Binary(Binary::from(b))),
+            any::<f64>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::List),
+                proptest::collection::vec((".{0,8}", inner), 0..5).prop_map(|kv| {
+                    Value::Map(kv.into_iter().map(|(k, v)| (Value::String(k), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    fn body() -> impl Strategy<Value = Body<Value>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..64)
+                .prop_map(|b| Body::from(Data(Binary::from(b)))),
+            value().prop_map(|v| Body::Value(AmqpValue(v))),
+            proptest::collection::vec(proptest::collection::vec(value(), 0..4), 1..3).prop_map(
+                |seqs| Body::Sequence(Batch::new(
+                    seqs.into_iter().map(AmqpSequence).collect::<Vec<_>>()
+                ))
+            ),
+            Just(Body::Empty),
+        ]
+    }
+
+    fn message_id() -> impl Strategy<Value = Option<MessageId>> {
+        proptest::option::of(prop_oneof![
+            ".{0,40}".prop_map(MessageId::String),
+            any::<u64>().prop_map(MessageId::Ulong),
+            any::<[u8; 16]>().prop_map(|u| MessageId::Uuid(u.into())),
+            proptest::collection::vec(any::<u8>(), 0..20)
+                .prop_map(|b| MessageId::Binary(Binary::from(b))),
+        ])
+    }
+
+    fn amqp_message() -> impl Strategy<Value = AmqpMessage> {
+        (
+            (
+                any::<bool>(),
+                any::<u8>(),
+                proptest::option::of(any::<u32>()),
+                any::<u32>(),
+            ),
+            (
+                message_id(),
+                message_id(),
+                proptest::option::of(any::<i64>()),
+            ),
+            proptest::collection::vec((".{0,20}", simple()), 0..8),
+            body(),
+        )
+            .prop_map(
+                |(
+                    (durable, priority, ttl, delivery_count),
+                    (id, correlation, created),
+                    props,
+                    body,
+                )| {
+                    AmqpMessage {
+                        header: Some(Header {
+                            durable,
+                            priority: Priority(priority),
+                            ttl,
+                            first_acquirer: false,
+                            delivery_count,
+                        }),
+                        delivery_annotations: None,
+                        message_annotations: None,
+                        properties: Some(Properties {
+                            message_id: id,
+                            correlation_id: correlation,
+                            creation_time: created.map(Timestamp::from_milliseconds),
+                            ..Default::default()
+                        }),
+                        application_properties: Some(ApplicationProperties(
+                            props.into_iter().collect(),
+                        )),
+                        body,
+                        footer: None,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Whatever another AMQP 1.0 client sent, receiving it never panics, keeps the
+        /// delivery count, marks a body that was not Data, and can be sent on again.
+        #[test]
+        fn any_received_message_converts_without_panic(a in amqp_message()) {
+            let count = a.header.as_ref().map(|h| h.delivery_count).unwrap_or_default();
+            let data_body = matches!(a.body, Body::Data(_) | Body::Empty)
+                || matches!(a.body, Body::Value(AmqpValue(Value::String(_) | Value::Binary(_))));
+            let (m, redeliveries) = from_amqp(a);
+            prop_assert_eq!(redeliveries, count);
+            prop_assert_eq!(m.headers.contains_key(AMQP_BODY_HEADER), !data_body);
+            let _ = to_amqp(&m, None);
+        }
+    }
 
     #[test]
     fn a_message_goes_to_amqp_and_back_whole() {
