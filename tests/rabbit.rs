@@ -165,6 +165,90 @@ fn expect<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> TestRe
     }
 }
 
+/// pika publishes legal but extreme values (the largest timestamp, 60 levels of nested
+/// tables, non-UTF-8 bytes, 64-bit extremes, no message id) ahead of 20 ordinary messages: a
+/// `Worker` takes every one of them, nothing panics, nothing is dead-lettered or left behind.
+async fn interop_pika_extreme_values_never_stop_a_worker() -> TestResult {
+    let broker = broker(|_| {}).await?;
+    let queue = unique("pika-extreme");
+    broker.declare_queue(&broker.queue_spec(&queue)).await?;
+    pika(&["extreme", &url().expect("set"), &queue])?;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Message>::new()));
+    let s2 = seen.clone();
+    let worker = broker
+        .worker(&queue)
+        .start(move |incoming| {
+            s2.lock().expect("lock").push(incoming.message);
+            async { Ok::<(), coolmq::HandlerError>(()) }
+        })
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while worker.counts().acked < 23 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = worker.counts();
+    worker.shutdown(Duration::from_secs(5)).await?;
+    println!("pika extreme values: {counts:?}");
+    expect("acked", counts.acked, 23)?;
+    expect("received", counts.received, 23)?;
+    expect("failed", counts.failed, 0)?;
+    expect("dead-lettered", counts.dead_lettered, 0)?;
+    expect("settle errors", counts.settle_errors, 0)?;
+    let seen = seen.lock().expect("lock").clone();
+    let by_id = |id: &str| seen.iter().find(|m| m.id == id).cloned();
+    let ts = by_id("x-timestamp").ok_or("x-timestamp not handled")?;
+    expect("out-of-range timestamp", ts.timestamp, None)?;
+    expect(
+        "raw timestamp header",
+        ts.headers
+            .get("coolmq_amqp_timestamp")
+            .and_then(HeaderValue::as_str),
+        Some("18446744073709551615"),
+    )?;
+    let h = by_id("x-headers").ok_or("x-headers not handled")?.headers;
+    expect(
+        "bytes",
+        h.get("bytes"),
+        Some(&HeaderValue::Bytes(vec![0xff, 0xfe, 0])),
+    )?;
+    expect(
+        "max",
+        h.get("max").and_then(HeaderValue::as_i64),
+        Some(i64::MAX),
+    )?;
+    expect(
+        "min",
+        h.get("min").and_then(HeaderValue::as_i64),
+        Some(i64::MIN),
+    )?;
+    expect(
+        "user id",
+        h.get("coolmq_user_id").and_then(HeaderValue::as_str),
+        Some("guest"),
+    )?;
+    expect(
+        "cluster id",
+        h.get("coolmq_cluster_id").and_then(HeaderValue::as_str),
+        Some("c-1"),
+    )?;
+    let mut depth = 0;
+    let mut v = h.get("deep");
+    while let Some(HeaderValue::Map(m)) = v {
+        depth += 1;
+        v = m.get("d");
+    }
+    expect("nesting depth", depth, 60)?;
+    let ordinary = (0..20)
+        .filter(|i| by_id(&format!("ok-{i}")).is_some())
+        .count();
+    expect("ordinary messages handled", ordinary, 20)?;
+    expect("left in the queue", broker.queue_depth(&queue).await?, 0)?;
+    broker.delete_queue(&queue).await?;
+    broker.delete_queue(&format!("DLQ.{queue}")).await?;
+    Ok(())
+}
+
 /// pika publishes with every property and typed headers; coolmq maps them all.
 async fn interop_pika_publishes_coolmq_consumes() -> TestResult {
     let broker = broker(|_| {}).await?;
@@ -365,6 +449,10 @@ fn main() -> ExitCode {
         ("rabbit::interop::pika_publishes_coolmq_consumes", || {
             Box::pin(interop_pika_publishes_coolmq_consumes())
         }),
+        (
+            "rabbit::interop::pika_extreme_values_never_stop_a_worker",
+            || Box::pin(interop_pika_extreme_values_never_stop_a_worker()),
+        ),
         (
             "rabbit::interop::amqp_tools_publishes_coolmq_consumes",
             || Box::pin(interop_amqp_tools_publishes_coolmq_consumes()),

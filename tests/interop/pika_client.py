@@ -3,6 +3,7 @@
 
   pika_client.py publish URL QUEUE   publish one message with every property and typed headers
   pika_client.py get URL QUEUE       take one message and print its properties as JSON
+  pika_client.py extreme URL QUEUE   publish legal but extreme values, then 20 ordinary messages
 """
 import decimal
 import json
@@ -40,6 +41,35 @@ def publish(url, queue):
         },
     )
     ch.basic_publish(exchange="", routing_key=queue, body=b'{"from":"pika"}', properties=props, mandatory=True)
+    conn.close()
+
+
+def extreme(url, queue):
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    deep = "bottom"
+    for _ in range(60):
+        deep = {"d": deep}
+    hostile = [
+        # The largest timestamp the 64-bit property can carry.
+        pika.BasicProperties(message_id="x-timestamp", timestamp=2**64 - 1, delivery_mode=2),
+        pika.BasicProperties(message_id="x-headers", delivery_mode=2, user_id="guest",
+                             cluster_id="c-1", app_id="a" * 255, headers={
+            "deep": deep,
+            "bytes": b"\xff\xfe\x00",
+            "max": 2**63 - 1,
+            "min": -(2**63),
+            "long_key_" + "k" * 200: "v",
+        }),
+        pika.BasicProperties(delivery_mode=2, priority=255),  # no message id at all
+    ]
+    for props in hostile:
+        ch.basic_publish(exchange="", routing_key=queue, body=b"\x00\xff", properties=props, mandatory=True)
+    for i in range(20):
+        ch.basic_publish(exchange="", routing_key=queue, body=b"fine",
+                         properties=pika.BasicProperties(message_id="ok-%d" % i, delivery_mode=2),
+                         mandatory=True)
     conn.close()
 
 
@@ -81,4 +111,4 @@ def get(url, queue):
 
 if __name__ == "__main__":
     mode, url, queue = sys.argv[1:4]
-    {"publish": publish, "get": get}[mode](url, queue)
+    {"publish": publish, "get": get, "extreme": extreme}[mode](url, queue)

@@ -27,6 +27,11 @@ pub(crate) fn cases() -> Vec<Case> {
         ),
         case!(
             "poison",
+            requeued_past_the_brokers_own_limits_stays_in_its_queue,
+            [CONFIRMS]
+        ),
+        case!(
+            "poison",
             delivery_over_the_limit_is_dead_lettered_without_the_handler,
             [CONFIRMS, DLQ]
         ),
@@ -96,6 +101,27 @@ async fn consumers_gone_without_settling_count_every_attempt(ctx: Ctx) -> TestRe
             drop(consumer);
         }
     }
+    Ok(())
+}
+
+/// Twelve requeues, past Artemis's default `max-delivery-attempts` (10) and Classic's
+/// default redelivery limit (6): the broker never diverts the message behind coolmq's back;
+/// the thirteenth delivery still comes from the queue, with attempt 13.
+async fn requeued_past_the_brokers_own_limits_stays_in_its_queue(ctx: Ctx) -> TestResult {
+    let q = ctx.queue("requeue12").await?;
+    ctx.send(&q, Message::new("p").with_id("stays")).await?;
+    let mut consumer = ctx.broker.consumer_with_prefetch(&q, 1).await?;
+    for expected in 1..=13u32 {
+        let d = ctx.recv(&mut consumer).await?;
+        check_eq!(d.message().id, "stays", "message id");
+        check_eq!(d.attempt(), expected, "attempt");
+        if expected < 13 {
+            d.nack(Nack::Requeue).await?;
+        } else {
+            d.ack().await?;
+        }
+    }
+    consumer.close().await?;
     Ok(())
 }
 
