@@ -205,20 +205,6 @@ async fn artemis_broker_op(link: &Link, operation: &str, args: String) -> Result
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn max_delivery_attempts_of_a_reply() {
-        let reply = r#"["{\"maxDeliveryAttempts\":-1,\"deadLetterAddress\":\"DLQ\"}"]"#;
-        assert_eq!(super::max_delivery_attempts(reply), Some(-1));
-        assert_eq!(
-            super::max_delivery_attempts(r#"[{"maxDeliveryAttempts":10}]"#),
-            Some(10)
-        );
-        assert_eq!(super::max_delivery_attempts("not json"), None);
-    }
-}
-
 fn json_str(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
@@ -350,5 +336,19 @@ pub(crate) async fn delete_queue(link: &Link, flavor: Flavor, queue: &str) -> Re
         // Classic has no management over AMQP; its destinations are garbage-collected when
         // inactive (gcInactiveDestinations in the project's broker configuration).
         Flavor::Classic => Err(Error::unsupported("queue deletion", "activemq (Classic)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn max_delivery_attempts_of_a_reply() {
+        let reply = r#"["{\"maxDeliveryAttempts\":-1,\"deadLetterAddress\":\"DLQ\"}"]"#;
+        assert_eq!(super::max_delivery_attempts(reply), Some(-1));
+        assert_eq!(
+            super::max_delivery_attempts(r#"[{"maxDeliveryAttempts":10}]"#),
+            Some(10)
+        );
+        assert_eq!(super::max_delivery_attempts("not json"), None);
     }
 }

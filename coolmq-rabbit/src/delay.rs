@@ -17,15 +17,30 @@ use crate::error::map;
 /// The headers exchange that routes delayed messages to their tier.
 pub(crate) const DELAY_EXCHANGE: &str = "coolmq.delay";
 
+/// The longest delay a tier holds: the largest two-significant-digit number of milliseconds
+/// that fits RabbitMQ's 32-bit `x-message-ttl` (about 48.6 days).
+pub(crate) const MAX_DELAY: Duration = Duration::from_millis(4_200_000_000);
+
 /// Round a delay up to its tier: two significant digits of milliseconds, so a tier is never
-/// shorter than asked and at most 10 % longer, and jittered delays share few queues.
-pub(crate) fn tier_millis(delay: Duration) -> u64 {
-    let ms = delay.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
+/// shorter than asked and at most 10 % longer, and jittered delays share few queues. A delay
+/// longer than [`MAX_DELAY`] is refused: shortening it would deliver the message early.
+pub(crate) fn tier_millis(delay: Duration) -> Result<u64> {
+    if delay > MAX_DELAY {
+        return Err(coolmq_core::Error::new(
+            coolmq_core::ErrorKind::Rejected,
+            format!(
+                "a delay of {delay:?} is longer than RabbitMQ's delay tiers hold ({MAX_DELAY:?}); \
+                 schedule it in the application instead"
+            ),
+        )
+        .set_temporary(false));
+    }
+    let ms = delay.as_millis().max(1) as u64;
     let mut scale = 1;
     while ms / scale >= 100 {
         scale *= 10;
     }
-    ms.div_ceil(scale) * scale
+    Ok(ms.div_ceil(scale) * scale)
 }
 
 /// Where a delayed message goes back to: the default exchange (queue) or the topic exchange.
@@ -116,13 +131,18 @@ mod tests {
 
     #[test]
     fn tiers_round_up_by_at_most_ten_percent() {
-        assert_eq!(tier_millis(Duration::from_millis(200)), 200);
-        assert_eq!(tier_millis(Duration::from_millis(1234)), 1300);
-        assert_eq!(tier_millis(Duration::from_secs(1)), 1000);
-        assert_eq!(tier_millis(Duration::from_millis(101)), 110);
-        assert_eq!(tier_millis(Duration::ZERO), 1);
+        assert_eq!(tier_millis(Duration::from_millis(200)).unwrap(), 200);
+        assert_eq!(tier_millis(Duration::from_millis(1234)).unwrap(), 1300);
+        assert_eq!(tier_millis(Duration::from_secs(1)).unwrap(), 1000);
+        assert_eq!(tier_millis(Duration::from_millis(101)).unwrap(), 110);
+        assert_eq!(tier_millis(MAX_DELAY).unwrap(), 4_200_000_000);
+        assert!(u32::try_from(tier_millis(MAX_DELAY).unwrap()).is_ok());
+        let too_long = tier_millis(MAX_DELAY + Duration::from_millis(1)).unwrap_err();
+        assert_eq!(too_long.kind(), coolmq_core::ErrorKind::Rejected);
+        assert!(!too_long.is_temporary());
+        assert_eq!(tier_millis(Duration::ZERO).unwrap(), 1);
         for ms in 1..20_000u64 {
-            let t = tier_millis(Duration::from_millis(ms));
+            let t = tier_millis(Duration::from_millis(ms)).unwrap();
             assert!(t >= ms && t as f64 <= ms as f64 * 1.1 + 1.0, "{ms} -> {t}");
         }
     }

@@ -94,7 +94,7 @@ impl RabbitPublisher {
             Some(d) => {
                 let key = self
                     .tiers
-                    .ensure(channel, back, tier_millis(d), topic_exchange)
+                    .ensure(channel, back, tier_millis(d)?, topic_exchange)
                     .await?;
                 let header = AMQPValue::LongString(LongString::from(key.into_bytes()));
                 Ok((
