@@ -165,6 +165,90 @@ fn expect<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> TestRe
     }
 }
 
+/// Wait for the next delivery of `queue` up to `within`, acking it.
+async fn next_within(
+    broker: &coolmq::Broker,
+    queue: &str,
+    within: Duration,
+) -> Result<(Message, Duration), Failed> {
+    let start = Instant::now();
+    let mut c = broker.consumer(queue).await?;
+    let d = tokio::time::timeout(within, c.recv())
+        .await
+        .map_err(|_| format!("nothing on {queue} within {within:?}"))??
+        .ok_or("consumer closed")?;
+    let m = d.message().clone();
+    d.ack().await?;
+    c.close().await?;
+    Ok((m, start.elapsed()))
+}
+
+/// A delayed message whose work queue is full (reject-publish) when its delay ends stays in
+/// its delay tier and arrives once the queue has room: the hop back is at-least-once.
+async fn delay_full_work_queue_keeps_the_delayed_copy() -> TestResult {
+    let broker = broker(|_| {}).await?;
+    let queue = unique("delay-full");
+    broker
+        .declare_queue(
+            &broker
+                .queue_spec(&queue)
+                .dead_letter_queue(None)
+                .max_length(1),
+        )
+        .await?;
+    let p = broker.publisher().await?;
+    let dest = Destination::queue(&queue);
+    p.send(&dest, Message::new("filler").with_id("filler"))
+        .await?;
+    let delay = Duration::from_millis(700);
+    p.send_with(
+        &dest,
+        Message::new("delayed").with_id("delayed"),
+        &coolmq::SendOptions::delayed(delay),
+    )
+    .await?;
+    // The delay ends while the queue is full: RabbitMQ refuses the hop back.
+    tokio::time::sleep(delay + Duration::from_millis(1500)).await;
+    expect("depth while full", broker.queue_depth(&queue).await?, 1)?;
+    let (first, _) = next_within(&broker, &queue, Duration::from_secs(5)).await?;
+    expect("first message", first.id.as_str(), "filler")?;
+    // The tier retries every 2 s (the test broker's dead_letter_worker_publisher_confirm_timeout):
+    // the copy must arrive within 2 retries and a second of slack.
+    let (second, waited) = next_within(&broker, &queue, Duration::from_secs(5)).await?;
+    println!("delayed copy arrived {waited:?} after the queue had room");
+    expect("delayed message", second.id.as_str(), "delayed")?;
+    expect("left", broker.queue_depth(&queue).await?, 0)?;
+    broker.delete_queue(&queue).await?;
+    Ok(())
+}
+
+/// A delayed message whose work queue is deleted during the delay arrives once the queue is
+/// declared again.
+async fn delay_deleted_work_queue_keeps_the_delayed_copy() -> TestResult {
+    let broker = broker(|_| {}).await?;
+    let queue = unique("delay-deleted");
+    let spec = broker.queue_spec(&queue).dead_letter_queue(None);
+    broker.declare_queue(&spec).await?;
+    let p = broker.publisher().await?;
+    let delay = Duration::from_millis(700);
+    p.send_with(
+        &Destination::queue(&queue),
+        Message::new("delayed").with_id("delayed"),
+        &coolmq::SendOptions::delayed(delay),
+    )
+    .await?;
+    broker.delete_queue(&queue).await?;
+    tokio::time::sleep(delay + Duration::from_millis(1500)).await;
+    broker.declare_queue(&spec).await?;
+    // Within 2 retries (2 s each on the test broker) and a second of slack.
+    let (m, waited) = next_within(&broker, &queue, Duration::from_secs(5)).await?;
+    println!("delayed copy arrived {waited:?} after the queue was declared again");
+    expect("delayed message", m.id.as_str(), "delayed")?;
+    expect("left", broker.queue_depth(&queue).await?, 0)?;
+    broker.delete_queue(&queue).await?;
+    Ok(())
+}
+
 /// pika publishes legal but extreme values (the largest timestamp, 60 levels of nested
 /// tables, non-UTF-8 bytes, 64-bit extremes, no message id) ahead of 20 ordinary messages: a
 /// `Worker` takes every one of them, nothing panics, nothing is dead-lettered or left behind.
@@ -449,6 +533,14 @@ fn main() -> ExitCode {
         ("rabbit::interop::pika_publishes_coolmq_consumes", || {
             Box::pin(interop_pika_publishes_coolmq_consumes())
         }),
+        (
+            "rabbit::delay::full_work_queue_keeps_the_delayed_copy",
+            || Box::pin(delay_full_work_queue_keeps_the_delayed_copy()),
+        ),
+        (
+            "rabbit::delay::deleted_work_queue_keeps_the_delayed_copy",
+            || Box::pin(delay_deleted_work_queue_keeps_the_delayed_copy()),
+        ),
         (
             "rabbit::interop::pika_extreme_values_never_stop_a_worker",
             || Box::pin(interop_pika_extreme_values_never_stop_a_worker()),

@@ -140,6 +140,13 @@ impl Link {
         .await
     }
 
+    /// A sender to `destination` for application sends: refused as `Unroutable` where the
+    /// broker would not route the message (see [`crate::management::ensure_routable`]).
+    pub async fn routed_sender(&self, destination: &Destination) -> Result<Sender> {
+        crate::management::ensure_routable(self, destination).await?;
+        self.sender(destination).await
+    }
+
     /// A receiver of `address` with manual credit.
     pub async fn receiver(&self, address: &str) -> Result<Receiver> {
         let name = self.link_name("receiver");

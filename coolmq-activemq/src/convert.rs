@@ -259,6 +259,34 @@ pub(crate) fn from_amqp(a: AmqpMessage) -> (Message, u32) {
         })
         .unwrap_or_default();
     let mut headers = headers;
+    // AMQP 1.0 properties without a `Message` field become headers: the names coolmq uses
+    // for AMQP 0-9-1 properties, and JMS's for message groups.
+    let mut keep = |name: &str, value: Option<HeaderValue>| {
+        if let Some(v) = value {
+            headers.entry(name.to_string()).or_insert(v);
+        }
+    };
+    keep(
+        "coolmq_content_encoding",
+        p.content_encoding
+            .as_ref()
+            .map(|s| HeaderValue::String(s.0.clone())),
+    );
+    keep(
+        "coolmq_user_id",
+        p.user_id.as_ref().map(|b| match std::str::from_utf8(b) {
+            Ok(text) => HeaderValue::String(text.to_string()),
+            Err(_) => HeaderValue::Bytes(b.to_vec()),
+        }),
+    );
+    keep("JMSXGroupID", p.group_id.clone().map(HeaderValue::String));
+    keep(
+        "JMSXGroupSeq",
+        p.group_sequence.map(|n| match i32::try_from(n) {
+            Ok(v) => HeaderValue::I32(v),
+            Err(_) => HeaderValue::U32(n),
+        }),
+    );
     let mut encoded = |kind: &str, bytes: std::result::Result<Vec<u8>, serde_amqp::Error>| {
         headers.insert(
             AMQP_BODY_HEADER.to_string(),

@@ -82,7 +82,9 @@ pub async fn connect(config: Config) -> Result<Broker> {
     let options = ActiveMqOptions::from_url(&config.url)?;
     let capabilities = Capabilities {
         confirms: true,
-        unroutable_returns: false,
+        // Artemis is asked before a destination's first send (management); Classic creates
+        // a queue on first reference and cannot be asked over AMQP.
+        unroutable_returns: options.flavor == Flavor::Artemis,
         transactions: true,
         transactional_ack: true,
         delayed_delivery: true,

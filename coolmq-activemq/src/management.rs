@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use coolmq_core::{Error, ErrorKind, Result};
+use coolmq_core::{topic_matches, Destination, Error, ErrorKind, Result};
 use fe2o3_amqp::types::messaging::{message::Body, AmqpValue, ApplicationProperties, Properties};
 use fe2o3_amqp::types::primitives::{OrderedMap, SimpleValue, Value};
 
@@ -296,8 +296,83 @@ fn max_delivery_attempts(reply: &str) -> Option<i64> {
     settings.get("maxDeliveryAttempts")?.as_i64()
 }
 
-/// Remove every topic binding of `queue` on Artemis.
-async fn artemis_unbind_all(link: &Link, queue: &str) -> Result<()> {
+/// Refuse a send that Artemis would not route, before a sender link is attached (attaching to
+/// a queue address creates the queue): a queue that does not exist, or a topic that no queue
+/// is bound to (through a coolmq divert, or directly to its address as a JMS subscriber
+/// is). Artemis would confirm both and park the message in an auto-created queue, or drop it.
+/// Classic cannot be asked: it creates a queue on first reference and keeps the message there.
+pub(crate) async fn ensure_routable(link: &Link, destination: &Destination) -> Result<()> {
+    if link.options.flavor != Flavor::Artemis || artemis_routable(link, destination).await? {
+        return Ok(());
+    }
+    let what = match destination {
+        Destination::Queue(q) => format!("no queue named {q:?}"),
+        Destination::Topic(t) => format!("no queue is bound to topic {t:?}"),
+    };
+    Err(Error::new(ErrorKind::Unroutable, what)
+        .with_context("destination", destination.to_string())
+        .set_temporary(false))
+}
+
+async fn artemis_routable(link: &Link, destination: &Destination) -> Result<bool> {
+    match destination {
+        Destination::Queue(q) => match queue_depth(link, Flavor::Artemis, q).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        },
+        Destination::Topic(t) => {
+            let diverts = artemis_divert_names(link).await?;
+            if diverts
+                .iter()
+                .filter_map(|name| divert_pattern(name))
+                .any(|pattern| topic_matches(pattern, t))
+            {
+                return Ok(true);
+            }
+            artemis_address_has_queues(link, t).await
+        }
+    }
+}
+
+/// The topic pattern of a coolmq divert name (`coolmq.bind.<len>.<queue>.<pattern>`).
+fn divert_pattern(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("coolmq.bind.")?;
+    let (len, rest) = rest.split_once('.')?;
+    let len: usize = len.parse().ok()?;
+    rest.get(len..)?.strip_prefix('.')
+}
+
+/// Whether queues are bound to `address` itself (false when there is no such address).
+async fn artemis_address_has_queues(link: &Link, address: &str) -> Result<bool> {
+    let reply = request(
+        link,
+        "activemq.management",
+        vec![
+            (
+                "_AMQ_ResourceName",
+                SimpleValue::String(format!("address.{address}")),
+            ),
+            ("_AMQ_Attribute", SimpleValue::String("queueNames".into())),
+        ],
+        Value::String("[]".into()),
+    )
+    .await?;
+    if !artemis_succeeded(&reply) {
+        return Ok(false);
+    }
+    // The reply is the JSON list of the attribute's value: `[["q1", "q2"]]`.
+    let text = body_text(&reply);
+    let names: Vec<Vec<String>> = serde_json::from_str(&text).map_err(|e| {
+        Error::new(
+            ErrorKind::Unexpected,
+            format!("unexpected queueNames reply {text:?}: {e}"),
+        )
+    })?;
+    Ok(names.iter().any(|n| !n.is_empty()))
+}
+
+async fn artemis_divert_names(link: &Link) -> Result<Vec<String>> {
     let names = artemis_broker_op(link, "getDivertNames", "[]".into()).await?;
     // The reply is the JSON list of return values: `[["divert-a", "divert-b"]]`.
     let names: Vec<Vec<String>> = serde_json::from_str(&names).map_err(|e| {
@@ -306,8 +381,13 @@ async fn artemis_unbind_all(link: &Link, queue: &str) -> Result<()> {
             format!("unexpected getDivertNames reply {names:?}: {e}"),
         )
     })?;
+    Ok(names.into_iter().flatten().collect())
+}
+
+/// Remove every topic binding of `queue` on Artemis.
+async fn artemis_unbind_all(link: &Link, queue: &str) -> Result<()> {
     let prefix = divert_prefix(queue);
-    for name in names.into_iter().flatten() {
+    for name in artemis_divert_names(link).await? {
         if name.starts_with(&prefix) {
             artemis_broker_op(link, "destroyDivert", format!("[{}]", json_str(&name))).await?;
         }
@@ -341,6 +421,15 @@ pub(crate) async fn delete_queue(link: &Link, flavor: Flavor, queue: &str) -> Re
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn divert_names_give_back_their_pattern() {
+        let name = super::divert_name("orders.eu", "orders.#");
+        assert_eq!(super::divert_pattern(&name), Some("orders.#"));
+        assert_eq!(super::divert_pattern("coolmq.bind.3.a.b.x.*"), Some("x.*"));
+        assert_eq!(super::divert_pattern("other"), None);
+        assert_eq!(super::divert_pattern("coolmq.bind.99.a.b"), None);
+    }
+
     #[test]
     fn max_delivery_attempts_of_a_reply() {
         let reply = r#"["{\"maxDeliveryAttempts\":-1,\"deadLetterAddress\":\"DLQ\"}"]"#;

@@ -78,7 +78,7 @@ impl AmqPublisher {
             return Ok(s);
         }
         let link = Arc::new(SenderLink::new(
-            self.link.sender(destination).await?,
+            self.link.routed_sender(destination).await?,
             destination.clone(),
         ));
         self.senders

@@ -57,7 +57,7 @@ impl AmqTransaction {
     ) -> Result<(), SendError> {
         let address = destination.to_string();
         if !self.senders.contains_key(&address) {
-            match self.link.sender(destination).await {
+            match self.link.routed_sender(destination).await {
                 Ok(s) => {
                     self.senders.insert(address.clone(), s);
                 }

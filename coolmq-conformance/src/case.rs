@@ -100,6 +100,12 @@ pub mod req {
     pub const CONFIRMS: Requirement = ("confirms", |c| c.confirms);
     /// `unroutable_returns`
     pub const UNROUTABLE: Requirement = ("unroutable_returns", |c| c.unroutable_returns);
+    /// `unroutable_returns` is false: the broker makes a queue on first reference (a send to
+    /// an undeclared queue is kept there, not refused)
+    pub const QUEUES_MADE_ON_SEND: Requirement =
+        ("no unroutable_returns (queues made on send)", |c| {
+            !c.unroutable_returns
+        });
     /// `transactions`
     pub const TX: Requirement = ("transactions", |c| c.transactions);
     /// `transactional_ack`

@@ -2,6 +2,12 @@
 //! with a queue-level TTL and dead-letters them back, by their original routing key, to the
 //! default exchange (queues) or the topic exchange (topics). Every message in a tier has the
 //! same TTL, so none waits behind a longer one; tiers are shared by all queues.
+//!
+//! Tiers are quorum queues with at-least-once dead-lettering (`x-dead-letter-strategy`,
+//! which needs `x-overflow = reject-publish`): a tier keeps an expired message until the
+//! queue it goes back to has confirmed it, retrying while that queue is full (reject-publish)
+//! or missing, every `dead_letter_worker_publisher_confirm_timeout` (RabbitMQ's default: 3
+//! minutes). A classic queue's dead-lettering is at-most-once: the retry copy was lost then.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -14,8 +20,10 @@ use lapin::{Channel, ExchangeKind};
 
 use crate::error::map;
 
-/// The headers exchange that routes delayed messages to their tier.
-pub(crate) const DELAY_EXCHANGE: &str = "coolmq.delay";
+/// The headers exchange that routes delayed messages to their tier. (Its name differs from
+/// the at-most-once classic tiers' `coolmq.delay`, whose bindings would otherwise route
+/// each delayed message to an old tier too.)
+pub(crate) const DELAY_EXCHANGE: &str = "coolmq.delayed";
 
 /// The longest delay a tier holds: the largest two-significant-digit number of milliseconds
 /// that fits RabbitMQ's 32-bit `x-message-ttl` (about 48.6 days).
@@ -83,8 +91,12 @@ impl Tiers {
             )
             .await
             .map_err(|e| map(e, "exchange.declare"))?;
-        let queue = format!("coolmq.delay.{key}");
+        let queue = format!("{DELAY_EXCHANGE}.{key}");
         let mut args = FieldTable::default();
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+        args.insert("x-queue-type".into(), text("quorum"));
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        args.insert("x-overflow".into(), text("reject-publish"));
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ms as i64));
         args.insert(
             "x-dead-letter-exchange".into(),

@@ -94,7 +94,13 @@ impl TransactionBackend for RabbitTransaction {
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
-                BasicPublishOptions::default(),
+                // A queue was checked above. A topic's bindings cannot be asked for, and
+                // RabbitMQ routes a transaction's messages at commit: an unroutable topic
+                // message comes back then, and `commit` reports it.
+                BasicPublishOptions {
+                    mandatory: matches!(destination, Destination::Topic(_)),
+                    ..Default::default()
+                },
                 &message.body,
                 properties,
             )
@@ -116,8 +122,36 @@ impl TransactionBackend for RabbitTransaction {
                 "unknown: the commit may or may not have happened",
             )
         });
+        // The `basic.return`s of the commit's unroutable topic messages came before its
+        // commit-ok, on the same channel.
+        let returned = match &r {
+            Ok(()) => self.channel.wait_for_confirms().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
         let _ = self.channel.close(200, "".into()).await;
-        r
+        r?;
+        if returned.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = returned
+            .iter()
+            .map(|m| {
+                m.properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.as_str().to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Err(Error::new(
+            ErrorKind::Unroutable,
+            format!(
+                "committed, except {} topic message(s) no queue is bound to: {ids:?}",
+                ids.len()
+            ),
+        )
+        .with_context("outcome", "committed without the unroutable messages")
+        .set_temporary(false))
     }
 
     async fn rollback(self: Box<Self>) -> Result<()> {

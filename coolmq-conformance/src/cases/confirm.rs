@@ -27,6 +27,11 @@ pub(crate) fn cases() -> Vec<Case> {
         ),
         case!(
             "confirm",
+            undeclared_queue_keeps_the_message_where_queues_are_made_on_send,
+            [CONFIRMS, QUEUES_MADE_ON_SEND]
+        ),
+        case!(
+            "confirm",
             full_queue_nacks_and_returns_the_message,
             [CONFIRMS, MAX_LENGTH]
         ),
@@ -113,7 +118,31 @@ async fn unroutable_queue_returns_the_message(ctx: Ctx) -> TestResult {
         .await?
         .send(&Destination::queue(&missing), sent.clone())
         .await;
-    check_returned(r, "send to a queue that does not exist", &sent)
+    check_returned(r, "send to a queue that does not exist", &sent)?;
+    // Nothing stored: the broker made no queue for it.
+    match ctx.broker.queue_depth(&missing).await {
+        Ok(0) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        other => Err(crate::Failed(format!(
+            "the refused message was stored: depth of {missing} is {other:?}"
+        ))),
+    }
+}
+
+/// Where a broker creates a queue on first reference and cannot say beforehand whether a
+/// queue exists (ActiveMQ Classic), a send to an undeclared queue is confirmed and the message
+/// is kept in the queue the broker creates: nothing is lost, and the capability says so.
+async fn undeclared_queue_keeps_the_message_where_queues_are_made_on_send(ctx: Ctx) -> TestResult {
+    let spec = ctx.spec("made-on-send");
+    // Remembered for cleanup, never declared.
+    let missing = spec.name.clone();
+    ctx.send(&missing, Message::new("kept?").with_id("kept"))
+        .await?;
+    ctx.declare(&spec).await?;
+    let got = ctx.drain(&missing, Duration::from_secs(1)).await?;
+    check_eq!(got.len(), 1, "messages kept in the queue the broker made");
+    check_eq!(got[0].id, "kept", "the kept message");
+    Ok(())
 }
 
 async fn unroutable_topic_returns_the_message(ctx: Ctx) -> TestResult {

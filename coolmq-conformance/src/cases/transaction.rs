@@ -2,17 +2,22 @@
 
 use std::time::Duration;
 
-use coolmq_core::{Destination, Message};
+use coolmq_core::{Destination, ErrorKind, Message};
 
 use super::case;
 use crate::case::req::*;
-use crate::{check_eq, Case, Ctx, TestResult};
+use crate::{check, check_eq, Case, Ctx, TestResult};
 
 pub(crate) fn cases() -> Vec<Case> {
     vec![
         case!("transaction", commit_delivers_all_in_order, [TX]),
         case!("transaction", rollback_delivers_none, [TX]),
         case!("transaction", drop_without_commit_rolls_back, [TX]),
+        case!(
+            "transaction",
+            unroutable_sends_are_refused_and_handed_back,
+            [TX, UNROUTABLE, TOPICS]
+        ),
         case!(
             "transaction",
             commit_makes_ack_and_send_atomic,
@@ -24,6 +29,80 @@ pub(crate) fn cases() -> Vec<Case> {
             [TX, TX_ACK]
         ),
     ]
+}
+
+/// Inside a transaction, a send to a queue that does not exist and to a topic nobody is bound
+/// to is refused as `Unroutable` with the message handed back, as outside one, and the rest
+/// of the transaction commits. A broker that routes a transaction's messages only at commit
+/// (RabbitMQ) may report the topic message there instead: `commit` fails with `Unroutable`
+/// naming it, and the routed message is still delivered.
+async fn unroutable_sends_are_refused_and_handed_back(ctx: Ctx) -> TestResult {
+    let q = ctx.queue("tx-routed").await?;
+    let p = ctx.publisher().await?;
+    let mut tx = p.begin().await?;
+    let missing = Message::new("lost?").with_id("to-missing-queue");
+    let r = tx
+        .send(
+            &Destination::queue(ctx.name("tx-never-declared")),
+            missing.clone(),
+        )
+        .await;
+    check!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::Unroutable),
+        "transactional send to a missing queue must be Unroutable, got {r:?}"
+    );
+    if let Err(e) = r {
+        check_eq!(
+            crate::untraced(e.message()),
+            missing,
+            "message handed back intact"
+        );
+    }
+    let unbound = Message::new("lost?").with_id("to-unbound-topic");
+    let topic_refused = match tx
+        .send(
+            &Destination::topic(ctx.name("tx-nobody-listens")),
+            unbound.clone(),
+        )
+        .await
+    {
+        Err(e) => {
+            check_eq!(e.kind(), ErrorKind::Unroutable, "topic send error kind");
+            check_eq!(
+                crate::untraced(e.message()),
+                unbound,
+                "message handed back intact"
+            );
+            true
+        }
+        Ok(()) => false,
+    };
+    tx.send(
+        &Destination::queue(&q),
+        Message::new("kept").with_id("kept"),
+    )
+    .await?;
+    match tx.commit().await {
+        Ok(()) => check!(
+            topic_refused,
+            "the unroutable topic message was neither refused nor reported"
+        ),
+        Err(e) => {
+            check!(
+                !topic_refused,
+                "commit failed although the send was refused: {e}"
+            );
+            check_eq!(e.kind(), ErrorKind::Unroutable, "commit error kind");
+            check!(
+                e.to_string().contains("to-unbound-topic"),
+                "commit error names the message: {e}"
+            );
+        }
+    }
+    let got = ctx.drain(&q, Duration::from_millis(300)).await?;
+    check_eq!(got.len(), 1, "routed messages after commit");
+    check_eq!(got[0].id, "kept", "the routed message");
+    Ok(())
 }
 
 async fn commit_delivers_all_in_order(ctx: Ctx) -> TestResult {
