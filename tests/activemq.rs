@@ -251,6 +251,90 @@ fn expect<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> TestRe
     }
 }
 
+/// A JMS application (Qpid JMS) sends a MapMessage (an `amqp-value` body), a StreamMessage
+/// (`amqp-sequence`) and a TextMessage with extreme properties ahead of 20 ordinary
+/// messages: a `Worker` takes all 23, nothing panics, fails or is left behind, and the
+/// non-Data bodies arrive whole (AMQP-encoded, marked).
+async fn jms_extreme_values_never_stop_a_worker(url: String) -> TestResult {
+    use coolmq::HeaderValue as H;
+    let broker = coolmq::connect(&Config::from_url(url.clone())?).await?;
+    let queue = format!("coolmq.test.jms-extreme.{}", coolmq::new_message_id());
+    broker.declare_queue(&broker.queue_spec(&queue)).await?;
+    let ids = jms("extreme", &url, &queue)?;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<coolmq::Message>::new()));
+    let s2 = seen.clone();
+    let worker = broker
+        .worker(&queue)
+        .start(move |incoming| {
+            s2.lock().expect("lock").push(incoming.message);
+            async { Ok::<(), coolmq::HandlerError>(()) }
+        })
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while worker.counts().acked < 23 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = worker.counts();
+    worker.shutdown(Duration::from_secs(5)).await?;
+    println!(
+        "{}: JMS extreme values: {counts:?}",
+        coolmq::redact_url(&url)
+    );
+    expect("acked", counts.acked, 23)?;
+    expect("received", counts.received, 23)?;
+    expect("failed", counts.failed, 0)?;
+    expect("dead-lettered", counts.dead_lettered, 0)?;
+    expect("settle errors", counts.settle_errors, 0)?;
+    let seen = seen.lock().expect("lock").clone();
+    let by_id = |key: &str| {
+        let id = ids[key].as_str().unwrap_or_default().to_string();
+        seen.iter().find(|m| m.id == id).cloned()
+    };
+    for key in ["map", "stream"] {
+        let m = by_id(key).ok_or(format!("the {key} message was not handled"))?;
+        let kind = m.headers.get("coolmq_amqp_body").and_then(H::as_str);
+        expect(
+            &format!("{key} body marked as an AMQP section"),
+            kind.is_some_and(|k| k.starts_with("amqp-")),
+            true,
+        )?;
+        expect(&format!("{key} body kept"), m.body.is_empty(), false)?;
+    }
+    let text = by_id("text").ok_or("the text message was not handled")?;
+    let h = &text.headers;
+    expect("max", h.get("max"), Some(&H::I64(i64::MAX)))?;
+    expect("min", h.get("min"), Some(&H::I64(i64::MIN)))?;
+    expect(
+        "nan",
+        h.get("nan")
+            .is_some_and(|v| matches!(v, H::F64(x) if x.is_nan())),
+        true,
+    )?;
+    expect("inf", h.get("inf"), Some(&H::F32(f32::INFINITY)))?;
+    expect("empty", h.get("empty"), Some(&H::from("")))?;
+    expect(
+        "group",
+        h.get("JMSXGroupID").and_then(H::as_str),
+        Some("g-1"),
+    )?;
+    let ordinary = seen
+        .iter()
+        .filter(|m| {
+            m.headers
+                .get("n")
+                .and_then(H::as_str)
+                .is_some_and(|n| n.starts_with("ok-"))
+        })
+        .count();
+    expect("ordinary messages handled", ordinary, 20)?;
+    expect("left in the queue", broker.queue_depth(&queue).await?, 0)?;
+    let _ = broker.delete_queue(&queue).await;
+    let _ = broker.delete_queue(&format!("DLQ.{queue}")).await;
+    broker.close().await?;
+    Ok(())
+}
+
 /// A JMS application (Qpid JMS) sends; coolmq maps JMS headers and properties.
 async fn jms_sends_coolmq_receives(url: String) -> TestResult {
     use coolmq::HeaderValue as H;
@@ -374,7 +458,7 @@ fn main() -> ExitCode {
         ("artemis", "COOLMQ_TEST_ARTEMIS_URL", "artemis"),
         ("activemq", "COOLMQ_TEST_ACTIVEMQ_URL", "classic"),
     ] {
-        let tests: [(&str, CaseFn); 5] = [
+        let tests: [(&str, CaseFn); 6] = [
             (
                 "topic::deleted_queue_loses_its_topic_bindings",
                 Box::new(|u| Box::pin(deleted_queue_loses_its_topic_bindings(u))),
@@ -382,6 +466,10 @@ fn main() -> ExitCode {
             (
                 "jms::qpid_jms_sends_coolmq_receives",
                 Box::new(|u| Box::pin(jms_sends_coolmq_receives(u))),
+            ),
+            (
+                "jms::qpid_jms_extreme_values_never_stop_a_worker",
+                Box::new(|u| Box::pin(jms_extreme_values_never_stop_a_worker(u))),
             ),
             (
                 "jms::coolmq_sends_qpid_jms_receives",

@@ -1,5 +1,7 @@
 import jakarta.jms.BytesMessage;
 import jakarta.jms.Connection;
+import jakarta.jms.MapMessage;
+import jakarta.jms.StreamMessage;
 import jakarta.jms.DeliveryMode;
 import jakarta.jms.Message;
 import jakarta.jms.MessageConsumer;
@@ -16,6 +18,9 @@ import org.apache.qpid.jms.JmsConnectionFactory;
  * <pre>
  *   JmsInterop send amqp://host:port USER PASSWORD QUEUE   send one BytesMessage with typed properties
  *   JmsInterop recv amqp://host:port USER PASSWORD QUEUE   receive one message, print it as JSON
+ *   JmsInterop extreme amqp://host:port USER PASSWORD QUEUE  send a MapMessage (amqp-value body),
+ *       a StreamMessage (amqp-sequence body) and a TextMessage with extreme properties, then 20
+ *       ordinary BytesMessages; print the first three ids
  * </pre>
  */
 public final class JmsInterop {
@@ -28,6 +33,8 @@ public final class JmsInterop {
       Queue queue = session.createQueue(args[4]);
       if (mode.equals("send")) {
         send(session, queue);
+      } else if (mode.equals("extreme")) {
+        extreme(session, queue);
       } else {
         recv(session, queue);
       }
@@ -51,6 +58,37 @@ public final class JmsInterop {
     m.setByteProperty("byt", (byte) -3);
     producer.send(m, DeliveryMode.PERSISTENT, 6, 600_000);
     System.out.println("{\"sent\":\"" + m.getJMSMessageID() + "\"}");
+  }
+
+  private static void extreme(Session session, Queue queue) throws Exception {
+    MessageProducer producer = session.createProducer(queue);
+    MapMessage map = session.createMapMessage();
+    map.setString("text", "v");
+    map.setLong("max", Long.MAX_VALUE);
+    map.setBytes("bytes", new byte[] {(byte) 0xff, 0});
+    producer.send(map);
+    StreamMessage stream = session.createStreamMessage();
+    stream.writeString("one");
+    stream.writeLong(Long.MIN_VALUE);
+    stream.writeDouble(Double.NaN);
+    producer.send(stream);
+    TextMessage text = session.createTextMessage("");
+    text.setLongProperty("max", Long.MAX_VALUE);
+    text.setLongProperty("min", Long.MIN_VALUE);
+    text.setDoubleProperty("nan", Double.NaN);
+    text.setFloatProperty("inf", Float.POSITIVE_INFINITY);
+    text.setStringProperty("empty", "");
+    text.setStringProperty("JMSXGroupID", "g-1");
+    text.setIntProperty("JMSXGroupSeq", 7);
+    producer.send(text);
+    for (int i = 0; i < 20; i++) {
+      BytesMessage ok = session.createBytesMessage();
+      ok.writeBytes(new byte[] {1});
+      ok.setStringProperty("n", "ok-" + i);
+      producer.send(ok);
+    }
+    System.out.println("{\"map\":" + quote(map.getJMSMessageID()) + ",\"stream\":"
+        + quote(stream.getJMSMessageID()) + ",\"text\":" + quote(text.getJMSMessageID()) + "}");
   }
 
   private static String quote(String s) {
