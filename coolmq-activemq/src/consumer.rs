@@ -286,10 +286,7 @@ async fn return_one(
 ) {
     let next =
         coolmq_core::dead_letter::attempt_of(&message.headers, redeliveries).saturating_add(1);
-    message.headers.insert(
-        coolmq_core::dead_letter::ATTEMPT_HEADER.to_string(),
-        coolmq_core::HeaderValue::I32(next.min(i32::MAX as u32) as i32),
-    );
+    coolmq_core::dead_letter::set_attempt(&mut message.headers, next);
     let destination = Destination::queue(returner.queue.clone());
     match returner
         .forwarder

@@ -56,8 +56,8 @@ impl Consumer {
     /// (republished with its attempt number, the original acknowledged) and the next
     /// delivery is returned, so [`Delivery::attempt`] counts every delivery even of a
     /// message whose consumer died before settling it. Should the checkpoint fail, the
-    /// copy is returned as it is (its attempt then a lower bound) rather than retried in a
-    /// loop.
+    /// message goes back to its queue and its next delivery is returned as it is (its
+    /// attempt then a lower bound) rather than checkpointed again in a loop.
     pub async fn recv(&mut self) -> Result<Option<Delivery>> {
         let delivery = loop {
             match self.inner.recv().await? {

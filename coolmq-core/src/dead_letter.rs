@@ -33,6 +33,14 @@ pub fn attempt_of(headers: &Headers, broker_redeliveries: u32) -> u32 {
     base.saturating_add(broker_redeliveries)
 }
 
+/// Carry `attempt` on a copy: its next delivery's attempt number ([`ATTEMPT_HEADER`]).
+pub fn set_attempt(headers: &mut Headers, attempt: u32) {
+    headers.insert(
+        ATTEMPT_HEADER.to_string(),
+        HeaderValue::I32(attempt.min(i32::MAX as u32) as i32),
+    );
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }

@@ -9,7 +9,8 @@ use tracing::Instrument;
 
 use crate::backend::Acker;
 use crate::dead_letter::{
-    record_failure, DeadLetterEvent, ATTEMPTS_HEADER, ATTEMPT_HEADER, ORIGIN_QUEUE_HEADER,
+    record_failure, set_attempt, DeadLetterEvent, ATTEMPTS_HEADER, ATTEMPT_HEADER,
+    ORIGIN_QUEUE_HEADER,
 };
 use crate::{
     Capabilities, Destination, Error, ErrorKind, HeaderValue, Message, Result, SendOptions,
@@ -142,10 +143,7 @@ impl Delivery {
     /// never loses). The copy's next delivery is then counted exactly from its header.
     pub(crate) async fn checkpoint(mut self) -> Result<()> {
         let mut copy = self.message.clone();
-        copy.headers.insert(
-            ATTEMPT_HEADER.to_string(),
-            HeaderValue::I32(self.attempt.min(i32::MAX as u32) as i32),
-        );
+        set_attempt(&mut copy.headers, self.attempt);
         let destination = Destination::queue(self.context.queue.clone());
         self.take_acker()
             .forward(&destination, copy, &SendOptions::default())
@@ -252,10 +250,7 @@ impl Delivery {
                     ));
                 }
                 let mut copy = self.message.clone();
-                copy.headers.insert(
-                    ATTEMPT_HEADER.to_string(),
-                    HeaderValue::I32(self.attempt.saturating_add(1).min(i32::MAX as u32) as i32),
-                );
+                set_attempt(&mut copy.headers, self.attempt.saturating_add(1));
                 let destination = Destination::queue(self.context.queue.clone());
                 self.take_acker()
                     .forward(&destination, copy, &SendOptions::delayed(delay))
