@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use coolmq::{Config, Destination, ErrorKind, Message};
 use libtest_mimic::{Arguments, Failed, Trial};
 
+#[path = "common/broker_var.rs"]
+mod broker_var;
 mod support;
 
 type TestResult = Result<(), Failed>;
@@ -487,11 +489,7 @@ fn main() -> ExitCode {
         for (case, f) in tests {
             let full = format!("{name}::{case}");
             match url(var) {
-                None => trials.push(
-                    Trial::test(full, || Ok(()))
-                        .with_kind(format!("needs {var} (scripts/test sets it)"))
-                        .with_ignored_flag(true),
-                ),
+                None => trials.push(broker_var::missing(full, var)),
                 Some(u) => {
                     let rt = rt.clone();
                     trials.push(Trial::test(full, move || rt.block_on(f(u))));

@@ -11,6 +11,9 @@ use coolmq::dead_letter::{ATTEMPTS_HEADER, LAST_ERROR_HEADER, ORIGIN_QUEUE_HEADE
 use coolmq::{Broker, Destination, HeaderValue, Message, QueueSpec};
 use libtest_mimic::{Arguments, Failed, Trial};
 
+#[path = "common/broker_var.rs"]
+mod broker_var;
+
 type TestResult = Result<(), Failed>;
 
 fn fail(msg: impl Into<String>) -> Failed {
@@ -632,9 +635,7 @@ fn main() -> ExitCode {
                 _ => None,
             };
             if let Some(var) = var.filter(|v| std::env::var_os(v).is_none()) {
-                return Trial::test(name, || Ok(()))
-                    .with_kind(format!("needs {var} (scripts/test sets it)"))
-                    .with_ignored_flag(true);
+                return broker_var::missing(name, var);
             }
             let rt = rt.clone();
             Trial::test(name, move || rt.block_on(f()))

@@ -20,6 +20,9 @@ use coolmq::{
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 
+#[path = "common/broker_var.rs"]
+mod broker_var;
+
 type TestResult = Result<(), Failed>;
 
 fn fail(msg: impl Into<String>) -> Failed {
@@ -822,14 +825,10 @@ fn main() -> ExitCode {
         .into_iter()
         .map(|(name, f)| {
             if name.starts_with("postgres::") && postgres_url().is_none() {
-                return Trial::test(name, || Ok(()))
-                    .with_kind("needs COOLMQ_TEST_POSTGRES_URL (scripts/test sets it)")
-                    .with_ignored_flag(true);
+                return broker_var::missing(name, "COOLMQ_TEST_POSTGRES_URL");
             }
             if name.contains("sigkill") && std::env::var_os("COOLMQ_TEST_RABBIT_URL").is_none() {
-                return Trial::test(name, || Ok(()))
-                    .with_kind("needs COOLMQ_TEST_RABBIT_URL (scripts/test sets it)")
-                    .with_ignored_flag(true);
+                return broker_var::missing(name, "COOLMQ_TEST_RABBIT_URL");
             }
             let rt = rt.clone();
             Trial::test(name, move || rt.block_on(f()))

@@ -24,6 +24,9 @@ use coolmq::{
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 
+#[path = "common/broker_var.rs"]
+mod broker_var;
+
 const POISON: &str = "poison";
 const ORDINARY: usize = 100;
 const MAX_REDELIVERIES: i32 = 3;
@@ -394,15 +397,7 @@ fn main() -> ExitCode {
                     let rt = rt.clone();
                     Trial::test(test, move || rt.block_on(poison_kills_its_consumer(url)))
                 }
-                None if std::env::var_os("CI").is_some() => {
-                    let var = var.unwrap_or_default();
-                    Trial::test(test, move || {
-                        Err(format!("{var} is not set: start the brokers with `scripts/brokers start` (scripts/test does)").into())
-                    })
-                }
-                None => Trial::test(test, || Ok(()))
-                    .with_kind("needs its COOLMQ_TEST_*_URL (scripts/test sets it)")
-                    .with_ignored_flag(true),
+                None => broker_var::missing(test, var.unwrap_or_default()),
             }
         })
         .collect();

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use coolmq::{Config, Destination, HeaderValue, Message};
 use libtest_mimic::{Arguments, Failed, Trial};
 
+#[path = "common/broker_var.rs"]
+mod broker_var;
 mod support;
 
 type TestResult = Result<(), Failed>;
@@ -562,9 +564,7 @@ fn main() -> ExitCode {
         .into_iter()
         .map(|(name, f)| {
             if !configured {
-                return Trial::test(name, || Ok(()))
-                    .with_kind("needs COOLMQ_TEST_RABBIT_URL (scripts/test sets it)")
-                    .with_ignored_flag(true);
+                return broker_var::missing(name, "COOLMQ_TEST_RABBIT_URL");
             }
             let rt = rt.clone();
             Trial::test(name, move || rt.block_on(f()))
