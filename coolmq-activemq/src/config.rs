@@ -22,7 +22,15 @@ pub struct ActiveMqOptions {
     /// Artemis or Classic (`?broker=artemis|classic`, default artemis): they differ in
     /// management.
     pub flavor: crate::Flavor,
+    /// The AMQP 1.0 idle timeout this side announces and enforces, in milliseconds
+    /// (`?idle_timeout=`, Qpid JMS's `amqp.idleTimeout`; default 60,000; 0 = none): a
+    /// connection that stops answering without closing is noticed within it, and every
+    /// operation on it fails instead of hanging.
+    pub idle_timeout_ms: u32,
 }
+
+/// The default AMQP 1.0 idle timeout: Qpid JMS's.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u32 = 60_000;
 
 impl ActiveMqOptions {
     /// Parse an `amqp1://` or `amqp1s://` URL.
@@ -30,8 +38,13 @@ impl ActiveMqOptions {
         let u = parse_backend_url(url, "activemq", crate::SCHEMES)?;
         let mut max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
         let mut flavor = crate::Flavor::Artemis;
+        let mut idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
         for (k, v) in u.query_pairs() {
             match &*k {
+                "idle_timeout" => {
+                    idle_timeout_ms =
+                        parse_url_option("idle_timeout", &v, "a number of milliseconds")?
+                }
                 "max_message_size" => {
                     max_message_size =
                         parse_url_option("max_message_size", &v, "a number of bytes")?
@@ -52,7 +65,7 @@ impl ActiveMqOptions {
                     return Err(coolmq_core::Error::config(
                         "url",
                         format!(
-                            "unknown amqp1:// option {other:?}; known: broker, max_message_size"
+                            "unknown amqp1:// option {other:?}; known: broker, idle_timeout, max_message_size"
                         ),
                     ))
                 }
@@ -85,6 +98,7 @@ impl ActiveMqOptions {
             credentials,
             max_message_size,
             flavor,
+            idle_timeout_ms,
         })
     }
 }
@@ -103,5 +117,16 @@ mod tests {
         assert_eq!(o.amqp_url, "amqps://h:5671");
         assert_eq!(o.credentials, None);
         assert!(ActiveMqOptions::from_url("amqp://h").is_err());
+    }
+
+    #[test]
+    fn idle_timeout_defaults_to_qpid_jms_and_can_be_set() {
+        let o = ActiveMqOptions::from_url("amqp1://h").unwrap();
+        assert_eq!(o.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT_MS);
+        let o = ActiveMqOptions::from_url("amqp1://h?idle_timeout=5000").unwrap();
+        assert_eq!(o.idle_timeout_ms, 5000);
+        assert_eq!(o.amqp_url, "amqp://h:5672");
+        let e = ActiveMqOptions::from_url("amqp1://h?idle_timeout=soon").unwrap_err();
+        assert_eq!(e.kind(), coolmq_core::ErrorKind::ConfigInvalid);
     }
 }

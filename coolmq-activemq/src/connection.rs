@@ -58,13 +58,17 @@ impl Link {
             None => SaslProfile::Anonymous,
         };
         let open = async {
-            let mut connection = Connection::builder()
+            let mut builder = Connection::builder()
                 .container_id(format!(
                     "coolmq-{}-{}",
                     std::process::id(),
                     coolmq_core::new_message_id()
                 ))
-                .sasl_profile(profile)
+                .sasl_profile(profile);
+            if self.options.idle_timeout_ms > 0 {
+                builder = builder.idle_time_out(self.options.idle_timeout_ms);
+            }
+            let mut connection = builder
                 .open(self.options.amqp_url.as_str())
                 .await
                 .map_err(|e| map_connect(e, endpoint))?;

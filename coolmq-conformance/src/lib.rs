@@ -26,10 +26,12 @@
 mod case;
 mod cases;
 mod ctx;
+mod proxy;
 mod runner;
 
 pub use case::{Case, CaseFn, Failed, Requirement, TestResult};
 pub use ctx::Ctx;
+pub use proxy::FaultProxy;
 pub use runner::{run, run_report, run_with_args, trials, CaseReport, Outcome, Target};
 
 /// `m` without the `traceparent` coolmq adds to a message sent without one: what the sender
