@@ -106,6 +106,8 @@ pub mod req {
         ("no unroutable_returns (queues made on send)", |c| {
             !c.unroutable_returns
         });
+    /// `network`: the broker is reached over TCP
+    pub const NETWORK: Requirement = ("network", |c| c.network);
     /// `transactions`
     pub const TX: Requirement = ("transactions", |c| c.transactions);
     /// `transactional_ack`

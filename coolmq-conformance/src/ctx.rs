@@ -46,6 +46,23 @@ impl Ctx {
         (self.connect)(self.config.clone()).await
     }
 
+    /// The case's configuration with the broker's host and port replaced by `addr` (a fault
+    /// proxy, a closed port); `None` for a URL without a network address.
+    pub fn config_at(&self, addr: std::net::SocketAddr) -> Option<Config> {
+        let mut url = url::Url::parse(&self.config.url).ok()?;
+        url.host_str()?;
+        url.set_host(Some(&addr.ip().to_string())).ok()?;
+        url.set_port(Some(addr.port())).ok()?;
+        let mut config = self.config.clone();
+        config.url = url.to_string();
+        Some(config)
+    }
+
+    /// Connect with `config` through this case's backend.
+    pub async fn connect_with(&self, config: Config) -> Result<Broker> {
+        (self.connect)(config).await
+    }
+
     /// Declare a queue spec and remember it (and its dead-letter queue) for cleanup.
     pub async fn declare(&self, spec: &QueueSpec) -> Result<()> {
         {

@@ -31,6 +31,9 @@ pub struct Capabilities {
     pub nested_headers: bool,
     /// Deterministic fault injection ([`crate::FaultInjector`]) for the suite's fault cases.
     pub fault_injection: bool,
+    /// The backend reaches its broker over TCP, so network faults apply (an unreachable or
+    /// silent address, a cut connection); false for an in-process broker.
+    pub network: bool,
     /// The largest message body the backend accepts, if it enforces one.
     pub max_message_size: Option<usize>,
 }

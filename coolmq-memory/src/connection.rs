@@ -42,6 +42,7 @@ impl MemoryConnection {
             message_ttl: true,
             nested_headers: true,
             fault_injection: true,
+            network: false,
             max_message_size: Some(options.max_message_size),
         };
         MemoryConnection {

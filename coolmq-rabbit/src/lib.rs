@@ -82,6 +82,7 @@ pub async fn connect(config: Config) -> Result<Broker> {
         message_ttl: true,
         nested_headers: true,
         fault_injection: false,
+        network: true,
         max_message_size: Some(options.max_message_size),
     };
     let info = BackendInfo {

@@ -12,6 +12,7 @@ mod send;
 mod topic;
 mod topology;
 mod transaction;
+mod unreachable;
 mod worker;
 
 /// Register an `async fn(Ctx) -> TestResult` as a case.
@@ -38,6 +39,7 @@ pub(crate) fn all() -> Vec<Case> {
         redelivery::cases(),
         worker::cases(),
         poison::cases(),
+        unreachable::cases(),
         capability::cases(),
         load::cases(),
     ]
