@@ -77,6 +77,7 @@ impl Receivers {
 
 pub(crate) struct AmqConsumer {
     link: Arc<Link>,
+    lost: Lost,
     receivers: Arc<Receivers>,
     forwarder: Arc<AmqPublisher>,
     queue: String,
@@ -97,6 +98,7 @@ impl AmqConsumer {
     ) -> Result<Self> {
         let mut c = AmqConsumer {
             link,
+            lost: Lost::default(),
             receivers,
             forwarder,
             queue: queue.to_string(),
@@ -117,6 +119,7 @@ impl AmqConsumer {
         let returner = Returner {
             queue: self.queue.clone(),
             forwarder: self.forwarder.clone(),
+            lost: self.lost.clone(),
         };
         let top_up = top_up_after(self.link.options.flavor, self.prefetch);
         tokio::spawn(run_link(
@@ -145,10 +148,44 @@ fn top_up_after(flavor: Flavor, prefetch: u32) -> u32 {
     }
 }
 
-/// Returns a closing consumer's unsettled deliveries to their queue as counted attempts.
+/// Returns a closing consumer's unsettled deliveries to their queue as counted attempts, and
+/// remembers those of a link that died, to count them when they come back.
 struct Returner {
     queue: String,
     forwarder: Arc<AmqPublisher>,
+    lost: Lost,
+}
+
+/// Message ids that were unsettled on a receiver link that died, with the redeliveries they
+/// had then plus that delivery. Artemis takes such a delivery back uncounted when the
+/// connection is gone (its AMQP layer closes the consumer as if gracefully), so the next
+/// delivery of the message on this consumer counts at least that many.
+#[derive(Clone, Default)]
+pub(crate) struct Lost(Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>);
+
+/// More lost deliveries than this are forgotten (another consumer took them over).
+const LOST_LIMIT: usize = 10_000;
+
+impl Lost {
+    fn remember(&self, unsettled: &Unsettled) {
+        let mut lost = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if lost.len() + unsettled.len() > LOST_LIMIT {
+            lost.clear();
+        }
+        for (_, message, redeliveries) in unsettled.values() {
+            lost.insert(message.id.clone(), redeliveries.saturating_add(1));
+        }
+    }
+
+    /// The redeliveries of a delivery of `id`: at least what a dead link left behind.
+    fn counted(&self, id: &str, redeliveries: u32) -> u32 {
+        let mut lost = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if lost.is_empty() {
+            return redeliveries;
+        }
+        lost.remove(id)
+            .map_or(redeliveries, |seen| seen.max(redeliveries))
+    }
 }
 
 type Unsettled = std::collections::HashMap<u32, (DeliveryInfo, coolmq_core::Message, u32)>;
@@ -242,6 +279,7 @@ async fn run_link(
                     outstanding += 1;
                     let info = DeliveryInfo::from(&delivery);
                     let (message, redeliveries) = from_amqp(delivery.into_message());
+                    let redeliveries = returner.lost.counted(&message.id, redeliveries);
                     unsettled.insert(info.delivery_id(), (info.clone(), message.clone(), redeliveries));
                     if deliveries.send(Ok((message, redeliveries, info))).await.is_err() {
                         break;
@@ -254,7 +292,8 @@ async fn run_link(
             },
         }
     }
-    // Closing the link returns every unsettled delivery to the queue.
+    // The link failed: the broker takes every unsettled delivery back (Artemis uncounted).
+    returner.lost.remember(&unsettled);
     let _ = receiver.close().await;
 }
 

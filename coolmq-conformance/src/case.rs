@@ -106,6 +106,11 @@ pub mod req {
         ("no unroutable_returns (queues made on send)", |c| {
             !c.unroutable_returns
         });
+    /// connection faults can be injected: `fault_injection`, or `network` (through a
+    /// [`crate::FaultProxy`])
+    pub const CONNECTION_FAULTS: Requirement = ("fault_injection or network", |c| {
+        c.fault_injection || c.network
+    });
     /// `network`: the broker is reached over TCP
     pub const NETWORK: Requirement = ("network", |c| c.network);
     /// `transactions`

@@ -9,7 +9,44 @@ use coolmq_core::{
     QueueSpec, Result,
 };
 
-use crate::{Failed, TestResult};
+use crate::{Failed, FaultProxy, TestResult};
+
+/// The faults a case can inject into a connection of its own: through a [`FaultProxy`] in
+/// front of a networked broker, or the in-process broker's own hooks.
+pub enum Faults {
+    /// The backend's [`FaultInjector`] (an in-process broker).
+    Injected(Arc<dyn FaultInjector>),
+    /// A proxy between the case's connection and the broker.
+    Proxied(FaultProxy),
+}
+
+impl Faults {
+    /// Drop the connection under its consumers: their unsettled deliveries return to the
+    /// queue, settling them is a local `StaleDelivery`, and they reconnect.
+    pub fn drop_connections(&self) {
+        match self {
+            Faults::Injected(f) => f.drop_consumer_connections(),
+            Faults::Proxied(p) => p.cut(),
+        }
+    }
+
+    /// Let sends reach the broker but not their confirms come back (until
+    /// [`Faults::restore`]; the in-process broker loses only the next one).
+    pub fn lose_confirms(&self) {
+        match self {
+            Faults::Injected(f) => f.lose_next_confirm(),
+            Faults::Proxied(p) => p.hold_replies(true),
+        }
+    }
+
+    /// End every fault that lasts.
+    pub fn restore(&self) {
+        if let Faults::Proxied(p) = self {
+            p.hold_replies(false);
+            p.black_hole(false);
+        }
+    }
+}
 
 /// How long a case waits for a message that should come.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(20);
@@ -56,6 +93,38 @@ impl Ctx {
         let mut config = self.config.clone();
         config.url = url.to_string();
         Some(config)
+    }
+
+    /// A connection of the case's own whose faults it controls (see [`Faults`]), with a
+    /// confirm timeout of `confirm_timeout`: through a fault proxy where the backend is
+    /// networked, else the same broker with its fault injector.
+    pub async fn faulty(&self, confirm_timeout: Duration) -> Result<(Broker, Faults), Failed> {
+        if let Some(faults) = self.broker.fault_injector() {
+            return Ok((self.broker.clone(), Faults::Injected(faults)));
+        }
+        let upstream = self.broker_addr().ok_or_else(|| {
+            Failed("neither a fault injector nor a network address to proxy".into())
+        })?;
+        let proxy = FaultProxy::start(upstream)
+            .await
+            .map_err(|e| Failed(format!("fault proxy: {e}")))?;
+        let mut config = self.config_at(proxy.addr()).expect("a networked URL");
+        config.confirm_timeout = confirm_timeout;
+        let broker = self.connect_with(config).await?;
+        Ok((broker, Faults::Proxied(proxy)))
+    }
+
+    /// The broker's address from the case's URL (host resolved, default port by scheme).
+    fn broker_addr(&self) -> Option<std::net::SocketAddr> {
+        use std::net::ToSocketAddrs;
+        let url = url::Url::parse(&self.config.url).ok()?;
+        let host = url.host_str()?;
+        let port = url.port_or_known_default().or(match url.scheme() {
+            "amqp" | "amqp1" => Some(5672),
+            "amqps" | "amqp1s" => Some(5671),
+            _ => None,
+        })?;
+        (host, port).to_socket_addrs().ok()?.next()
     }
 
     /// Connect with `config` through this case's backend.

@@ -30,7 +30,7 @@ mod proxy;
 mod runner;
 
 pub use case::{Case, CaseFn, Failed, Requirement, TestResult};
-pub use ctx::Ctx;
+pub use ctx::{Ctx, Faults};
 pub use proxy::FaultProxy;
 pub use runner::{run, run_report, run_with_args, trials, CaseReport, Outcome, Target};
 

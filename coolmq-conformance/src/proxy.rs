@@ -19,6 +19,9 @@ struct Faults {
     /// Held: bytes are read but not passed on, and new connections are accepted but never
     /// connected upstream.
     black_hole: AtomicBool,
+    /// Only the broker's replies are held (confirms, deliveries, heartbeats): what the
+    /// client sends still arrives, as when the return path of a connection fails.
+    hold_replies: AtomicBool,
     /// Added before each chunk is passed on, in microseconds.
     latency_us: AtomicU64,
 }
@@ -76,6 +79,13 @@ impl FaultProxy {
         self.changes.send_modify(|n| *n += 1);
     }
 
+    /// Hold (or release) only what the broker sends back: a send reaches the broker, its
+    /// confirm does not reach the client. Held bytes pass once released.
+    pub fn hold_replies(&self, on: bool) {
+        self.faults.hold_replies.store(on, Ordering::SeqCst);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     /// Delay every chunk of traffic by `latency` (zero: none).
     pub fn set_latency(&self, latency: Duration) {
         self.faults
@@ -126,8 +136,14 @@ async fn connection(
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let up = pump(client_read, server_write, faults.clone(), changes.clone());
-    let down = pump(server_read, client_write, faults, changes);
+    let up = pump(
+        client_read,
+        server_write,
+        faults.clone(),
+        changes.clone(),
+        false,
+    );
+    let down = pump(server_read, client_write, faults, changes, true);
     // Either direction closing ends the connection, as a real socket would.
     tokio::select! {
         _ = up => {}
@@ -136,7 +152,14 @@ async fn connection(
 }
 
 async fn wait_while_black_holed(faults: &Faults, changes: &mut watch::Receiver<u64>) {
-    while faults.black_hole.load(Ordering::SeqCst) {
+    wait_while(faults, changes, false).await
+}
+
+/// Wait while traffic in this direction is held (`replies`: the broker-to-client direction).
+async fn wait_while(faults: &Faults, changes: &mut watch::Receiver<u64>, replies: bool) {
+    while faults.black_hole.load(Ordering::SeqCst)
+        || (replies && faults.hold_replies.load(Ordering::SeqCst))
+    {
         if changes.changed().await.is_err() {
             return;
         }
@@ -148,6 +171,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     faults: Arc<Faults>,
     mut changes: watch::Receiver<u64>,
+    replies: bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -157,7 +181,7 @@ async fn pump(
         };
         // Held, not dropped: what was read goes on once the black hole ends, as TCP would
         // after a stalled path recovers.
-        wait_while_black_holed(&faults, &mut changes).await;
+        wait_while(&faults, &mut changes, replies).await;
         let latency = faults.latency_us.load(Ordering::SeqCst);
         if latency > 0 {
             tokio::time::sleep(Duration::from_micros(latency)).await;
@@ -226,6 +250,15 @@ mod tests {
             None
         );
         proxy.black_hole(false);
+        // Held replies: the request arrives, its answer only once released.
+        proxy.hold_replies(true);
+        assert_eq!(round_trip(&mut s, Duration::from_millis(300)).await, None);
+        proxy.hold_replies(false);
+        tokio::time::timeout(second, s.read_exact(&mut buf))
+            .await
+            .expect("held replies pass once released")
+            .unwrap();
+        assert_eq!(&buf, b"ping");
         // Cut: the client sees its connection close.
         proxy.cut();
         let mut one = [0u8; 1];

@@ -64,7 +64,7 @@ pub(crate) fn cases() -> Vec<Case> {
         case!(
             "confirm",
             lost_confirm_times_out_and_resend_duplicates,
-            [CONFIRMS, FAULTS]
+            [CONFIRMS, CONNECTION_FAULTS]
         ),
     ]
 }
@@ -362,20 +362,36 @@ async fn injected_nack_returns_the_message(ctx: Ctx) -> TestResult {
 }
 
 async fn lost_confirm_times_out_and_resend_duplicates(ctx: Ctx) -> TestResult {
-    let faults = ctx.faults()?;
+    const CONFIRM_TIMEOUT: Duration = Duration::from_secs(1);
+    let (faulty, faults) = ctx.faulty(CONFIRM_TIMEOUT).await?;
     let q = ctx.queue("lost").await?;
-    let p = ctx.publisher().await?;
+    let p = faulty.publisher().await?;
+    // A confirmed send first: the connection, channel or link is up when confirms get lost.
+    p.send(
+        &Destination::queue(&q),
+        Message::new("warm-up").with_id("warm-up"),
+    )
+    .await?;
     let sent = Message::new("confirm lost");
-    faults.lose_next_confirm();
-    let e = expect_err(
-        p.send(&Destination::queue(&q), sent.clone()).await,
-        "send with a lost confirm",
-    )?;
+    faults.lose_confirms();
+    let start = std::time::Instant::now();
+    let r = p.send(&Destination::queue(&q), sent.clone()).await;
+    let took = start.elapsed();
+    faults.restore();
+    let e = expect_err(r, "send with a lost confirm")?;
     check_eq!(e.kind(), ErrorKind::Timeout, "error kind");
     check!(e.error().is_temporary(), "a timeout is temporary");
+    check!(
+        took <= CONFIRM_TIMEOUT + Duration::from_secs(1),
+        "the timeout came after {took:?}, more than the confirm timeout {CONFIRM_TIMEOUT:?} + 1 s"
+    );
     // The outcome was unknown, so the caller resends: at-least-once, same id both times.
-    p.send(&Destination::queue(&q), e.into_message()).await?;
-    let got = ctx.drain(&q, Duration::from_millis(300)).await?;
+    ctx.publisher()
+        .await?
+        .send(&Destination::queue(&q), e.into_message())
+        .await?;
+    let mut got = ctx.drain(&q, Duration::from_millis(500)).await?;
+    got.retain(|m| m.id != "warm-up");
     check_eq!(
         got.len(),
         2,
@@ -385,5 +401,8 @@ async fn lost_confirm_times_out_and_resend_duplicates(ctx: Ctx) -> TestResult {
         got.iter().all(|m| m.id == sent.id),
         "both copies carry the same id (dedup key)"
     );
+    if let crate::Faults::Proxied(_) = faults {
+        let _ = faulty.close().await;
+    }
     Ok(())
 }

@@ -67,7 +67,7 @@ pub(crate) fn cases() -> Vec<Case> {
         case!(
             "consume",
             connection_drop_requeues_and_stale_ack_is_local,
-            [CONFIRMS, FAULTS]
+            [CONFIRMS, CONNECTION_FAULTS]
         ),
     ]
 }
@@ -430,14 +430,21 @@ async fn expired_message_is_not_delivered(ctx: Ctx) -> TestResult {
 }
 
 async fn connection_drop_requeues_and_stale_ack_is_local(ctx: Ctx) -> TestResult {
-    let faults = ctx.faults()?;
+    let (faulty, faults) = ctx.faulty(Duration::from_secs(5)).await?;
     let q = ctx.queue("conn").await?;
     ctx.send(&q, Message::new("in flight").with_id("f-1"))
         .await?;
-    let mut c = ctx.broker.consumer(&q).await?;
+    let mut c = faulty.consumer(&q).await?;
     let held = ctx.recv(&mut c).await?;
-    faults.drop_consumer_connections();
-    let stale = held.ack().await;
+    faults.drop_connections();
+    // A real connection's end reaches the client a moment later (the socket closes); the
+    // ack must then fail locally, never hang and never pretend.
+    if let crate::Faults::Proxied(_) = faults {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let stale = tokio::time::timeout(Duration::from_secs(5), held.ack())
+        .await
+        .map_err(|_| crate::Failed("the ack after the connection dropped hung".into()))?;
     check!(
         matches!(&stale, Err(e) if e.kind() == ErrorKind::StaleDelivery),
         "ack after the connection dropped must be StaleDelivery, got {stale:?}"
@@ -448,5 +455,9 @@ async fn connection_drop_requeues_and_stale_ack_is_local(ctx: Ctx) -> TestResult
     d.ack().await?;
     ctx.expect_nothing(&mut c, Duration::from_millis(300))
         .await?;
+    c.close().await?;
+    if let crate::Faults::Proxied(_) = faults {
+        let _ = faulty.close().await;
+    }
     Ok(())
 }
