@@ -27,6 +27,8 @@ pub struct ActiveMqOptions {
     /// connection that stops answering without closing is noticed within it, and every
     /// operation on it fails instead of hanging.
     pub idle_timeout_ms: u32,
+    /// Whether the URL set `idle_timeout` (then it wins over the configured heartbeat).
+    idle_timeout_in_url: bool,
 }
 
 /// The default AMQP 1.0 idle timeout: Qpid JMS's.
@@ -39,11 +41,13 @@ impl ActiveMqOptions {
         let mut max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
         let mut flavor = crate::Flavor::Artemis;
         let mut idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
+        let mut idle_timeout_in_url = false;
         for (k, v) in u.query_pairs() {
             match &*k {
                 "idle_timeout" => {
                     idle_timeout_ms =
-                        parse_url_option("idle_timeout", &v, "a number of milliseconds")?
+                        parse_url_option("idle_timeout", &v, "a number of milliseconds")?;
+                    idle_timeout_in_url = true;
                 }
                 "max_message_size" => {
                     max_message_size =
@@ -99,7 +103,16 @@ impl ActiveMqOptions {
             max_message_size,
             flavor,
             idle_timeout_ms,
+            idle_timeout_in_url,
         })
+    }
+
+    /// Use `heartbeat` (the configured one) as the idle timeout unless the URL set its own.
+    pub fn with_heartbeat(mut self, heartbeat: std::time::Duration) -> Self {
+        if !self.idle_timeout_in_url {
+            self.idle_timeout_ms = heartbeat.as_millis().min(u128::from(u32::MAX)) as u32;
+        }
+        self
     }
 }
 
@@ -126,6 +139,12 @@ mod tests {
         let o = ActiveMqOptions::from_url("amqp1://h?idle_timeout=5000").unwrap();
         assert_eq!(o.idle_timeout_ms, 5000);
         assert_eq!(o.amqp_url, "amqp://h:5672");
+        let o = o.with_heartbeat(std::time::Duration::from_secs(2));
+        assert_eq!(o.idle_timeout_ms, 5000, "the URL's own wins");
+        let o = ActiveMqOptions::from_url("amqp1://h")
+            .unwrap()
+            .with_heartbeat(std::time::Duration::from_secs(2));
+        assert_eq!(o.idle_timeout_ms, 2000);
         let e = ActiveMqOptions::from_url("amqp1://h?idle_timeout=soon").unwrap_err();
         assert_eq!(e.kind(), coolmq_core::ErrorKind::ConfigInvalid);
     }

@@ -61,9 +61,15 @@ impl ConfirmTimer {
 
     /// A deadline `timeout` from now, for a message just sent.
     pub fn deadline(&self) -> Deadline {
+        self.deadline_from(Instant::now())
+    }
+
+    /// A deadline `timeout` from `start`, for a send whose whole wait (window, link, credit,
+    /// outcome) the timeout bounds.
+    pub fn deadline_from(&self, start: Instant) -> Deadline {
         Deadline {
             shared: self.shared.clone(),
-            deadline: Instant::now() + self.shared.timeout,
+            deadline: start + self.shared.timeout,
             key: None,
         }
     }

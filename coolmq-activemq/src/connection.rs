@@ -112,7 +112,13 @@ impl Link {
             *live = Some(self.open().await?);
         }
         let session = &mut live.as_mut().expect("opened").session;
-        f(session).await
+        let result = f(session).await;
+        if matches!(&result, Err(e) if e.kind() == ErrorKind::ConnectionLost) {
+            // The session or connection ended under the operation (fe2o3 does not always
+            // say so beforehand): the next operation connects anew.
+            *live = None;
+        }
+        result
     }
 
     /// Make sure the broker answers (connect now).

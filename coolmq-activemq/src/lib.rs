@@ -79,7 +79,7 @@ impl std::fmt::Debug for ActiveMqBackend {
 /// `ConfigInvalid` for a bad URL, `Unreachable` when the broker does not answer within
 /// `connect_timeout`, `AuthenticationFailed` for refused credentials.
 pub async fn connect(config: Config) -> Result<Broker> {
-    let options = ActiveMqOptions::from_url(&config.url)?;
+    let options = ActiveMqOptions::from_url(&config.url)?.with_heartbeat(config.heartbeat);
     let capabilities = Capabilities {
         confirms: true,
         // Artemis is asked before a destination's first send (management); Classic creates

@@ -21,6 +21,7 @@ use coolmq_core::{
 };
 use fe2o3_amqp::types::messaging::Outcome;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::confirm_timer::{ConfirmTimer, Deadline};
 use crate::connection::Link;
@@ -31,10 +32,16 @@ use crate::sender_link::{Pending, SenderLink, Start};
 /// hasher) instead of SipHash, a third of the lookup's cost.
 type Senders = HashMap<Destination, Arc<SenderLink>, foldhash::fast::RandomState>;
 
+/// `destination`'s sender link, unless it failed (then the next send attaches anew).
+fn live_sender(senders: &StdMutex<Senders>, destination: &Destination) -> Option<Arc<SenderLink>> {
+    let senders = senders.lock().expect("lock");
+    senders.get(destination).filter(|s| !s.is_failed()).cloned()
+}
+
 pub(crate) struct AmqPublisher {
     link: Arc<Link>,
-    senders: StdMutex<Senders>,
-    attaching: Mutex<()>,
+    senders: Arc<StdMutex<Senders>>,
+    attaching: Arc<Mutex<()>>,
     /// In-flight sends (async-lock's semaphore: taking and returning a permit are single
     /// atomic operations when nobody waits; tokio's locks on every return).
     window: Arc<async_lock::Semaphore>,
@@ -46,8 +53,8 @@ impl AmqPublisher {
     pub fn new(link: Arc<Link>, window: usize, confirm_timeout: Duration) -> Self {
         AmqPublisher {
             link,
-            senders: StdMutex::new(Senders::default()),
-            attaching: Mutex::new(()),
+            senders: Arc::default(),
+            attaching: Arc::default(),
             window: Arc::new(async_lock::Semaphore::new(window)),
             timer: ConfirmTimer::new(confirm_timeout),
         }
@@ -59,33 +66,38 @@ impl AmqPublisher {
     }
 
     fn cached(&self, destination: &Destination) -> Option<Arc<SenderLink>> {
-        let senders = self.senders.lock().expect("lock");
-        senders.get(destination).cloned()
+        live_sender(&self.senders, destination)
     }
 
-    /// `destination`'s sender link, attaching one (once) if needed. Attaching is rare and its
-    /// future is large, so it is boxed: it does not bloat every send's future.
-    async fn sender(&self, destination: &Destination) -> Result<Arc<SenderLink>> {
-        match self.cached(destination) {
-            Some(s) => Ok(s),
-            None => Box::pin(self.attach(destination)).await,
-        }
-    }
-
-    async fn attach(&self, destination: &Destination) -> Result<Arc<SenderLink>> {
-        let _attaching = self.attaching.lock().await;
-        if let Some(s) = self.cached(destination) {
-            return Ok(s);
-        }
-        let link = Arc::new(SenderLink::new(
-            self.link.routed_sender(destination).await?,
-            destination.clone(),
-        ));
-        self.senders
-            .lock()
-            .expect("lock")
-            .insert(destination.clone(), link.clone());
-        Ok(link)
+    /// Attach `destination`'s sender link (once: concurrent sends wait for the first) in a
+    /// task of its own: a send that stops waiting for it (its confirm timeout) does not cancel
+    /// it halfway, so after a stall the link comes up for the sends that follow instead of
+    /// every attempt being cut short.
+    fn attach(
+        &self,
+        destination: &Destination,
+    ) -> tokio::task::JoinHandle<Result<Arc<SenderLink>>> {
+        let (link, senders, attaching) = (
+            self.link.clone(),
+            self.senders.clone(),
+            self.attaching.clone(),
+        );
+        let destination = destination.clone();
+        tokio::spawn(async move {
+            let _attaching = attaching.lock().await;
+            if let Some(s) = live_sender(&senders, &destination) {
+                return Ok(s);
+            }
+            let sender = Arc::new(SenderLink::new(
+                link.routed_sender(&destination).await?,
+                destination.clone(),
+            ));
+            senders
+                .lock()
+                .expect("lock")
+                .insert(destination, sender.clone());
+            Ok(sender)
+        })
     }
 
     /// Forget `link` if it failed, so the next send attaches a new one.
@@ -112,29 +124,52 @@ impl AmqPublisher {
     }
 
     /// Put the message on the wire (after a window slot and the link are free) and return
-    /// what awaits its outcome.
+    /// what awaits its outcome. The confirm timeout bounds the whole send, waits included: a
+    /// broker that stops answering (no credit, no attach, no outcome) fails it in time with
+    /// the message handed back.
     async fn transfer(
         &self,
         destination: &Destination,
         mut message: Message,
         delay: Option<Duration>,
     ) -> Result<Transferred, SendError> {
+        let started = Instant::now();
+        let timeout = self.timer.timeout();
         let permit = match self.window.try_acquire_arc() {
             Some(p) => p,
-            None => self.window.acquire_arc().await,
+            None => match tokio::time::timeout(timeout, self.window.acquire_arc()).await {
+                Ok(p) => p,
+                Err(_) => return Err(SendError::new(not_sent("a window slot", timeout), message)),
+            },
         };
-        let sender = match self.sender(destination).await {
-            Ok(s) => s,
-            Err(e) => return Err(SendError::new(e, message)),
+        let sender = match self.cached(destination) {
+            Some(s) => s,
+            None => {
+                let left = timeout.saturating_sub(started.elapsed());
+                match tokio::time::timeout(left, self.attach(destination)).await {
+                    Ok(Ok(Ok(s))) => s,
+                    Ok(Ok(Err(e))) => return Err(SendError::new(e, message)),
+                    Ok(Err(panicked)) => {
+                        let e = Error::new(ErrorKind::Unexpected, "attaching a sender link failed")
+                            .with_source(panicked);
+                        return Err(SendError::new(e, message));
+                    }
+                    Err(_) => {
+                        return Err(SendError::new(
+                            not_sent("the sender link", timeout),
+                            message,
+                        ))
+                    }
+                }
+            }
         };
         // The link's AMQP message borrows the message's id and body (no copy of the body) and
         // gives them back as soon as it is on the wire; the message is kept to hand back.
         // Keeping an AMQP message until the outcome instead kept ~10 allocations alive per
         // message in flight, freed cold then (docs/BENCHMARKS.md).
-        let sent = sender
-            .transfer(&mut message, delay, self.timer.timeout())
-            .await;
-        self.transferred(sent, message, sender, Some(permit))
+        let left = timeout.saturating_sub(started.elapsed());
+        let sent = sender.transfer(&mut message, delay, left).await;
+        self.transferred(sent, message, sender, Some(permit), Some(started))
     }
 
     /// The pipelined send: when the window has room and the link is free and takes the
@@ -165,7 +200,7 @@ impl AmqPublisher {
             Start::Done(sent) => {
                 drop(slot);
                 PipelinedStart::Ready(
-                    self.transferred(sent, message, sender, None)
+                    self.transferred(sent, message, sender, None, None)
                         .map(Transferred::boxed),
                 )
             }
@@ -176,7 +211,7 @@ impl AmqPublisher {
             Start::Handed(handed) => PipelinedStart::Waiting(Box::pin(async move {
                 let sent = handed.finish(&mut message, self.timer.timeout()).await;
                 drop(slot);
-                self.transferred(sent, message, sender, None)
+                self.transferred(sent, message, sender, None, None)
                     .map(Transferred::boxed)
             })),
         }
@@ -190,13 +225,17 @@ impl AmqPublisher {
         message: Message,
         sender: Arc<SenderLink>,
         window_slot: Option<async_lock::SemaphoreGuardArc>,
+        started: Option<Instant>,
     ) -> Result<Transferred, SendError> {
         match sent {
             Ok(pending) => Ok(Transferred {
                 pending,
                 message: Some(message),
                 destination: sender,
-                deadline: self.timer.deadline(),
+                deadline: match started {
+                    Some(start) => self.timer.deadline_from(start),
+                    None => self.timer.deadline(),
+                },
                 window_slot,
             }),
             Err(e) => {
@@ -248,10 +287,25 @@ impl Future for Transferred {
                 message_id: message.id,
             }));
         }
+        if let Some(Err(_)) = &outcome {
+            // The link ended under the transfer (detached, its connection gone).
+            this.destination.mark_failed();
+        }
         let error = not_accepted(outcome, this.deadline.timeout())
             .with_context("destination", this.destination.destination().to_string());
         Poll::Ready(Err(SendError::new(error, message)))
     }
+}
+
+/// A send that could not even start within the confirm timeout: nothing was sent.
+#[cold]
+#[inline(never)]
+fn not_sent(waiting_for: &str, timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("no {waiting_for} within {timeout:?}: the broker is not answering; not sent"),
+    )
+    .set_temporary(true)
 }
 
 /// The error for an outcome other than `Accepted` (`None`: none within `timeout`). Out of

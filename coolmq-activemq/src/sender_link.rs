@@ -11,6 +11,7 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -75,8 +76,10 @@ struct Inner {
     /// A message is with the driver and its result not yet taken. A send dropped
     /// mid-transfer leaves it so; the next send drives that transfer to its end first.
     in_flight: bool,
-    /// The link is closed (or its state unknown): the publisher attaches a new one.
-    failed: bool,
+    /// The link is closed (or its state unknown): the publisher attaches a new one. Shared
+    /// with the [`SenderLink`], so the publisher sees it without the link's lock, which
+    /// another send may hold for a while.
+    failed: Arc<AtomicBool>,
     /// The AMQP message the link sends, refilled for each send (`convert::refill`): no
     /// maps, vectors or `Arc` built and dropped per message.
     slot: Outgoing,
@@ -113,7 +116,7 @@ impl Inner {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Pending>> {
         loop {
-            if self.failed {
+            if self.failed.load(Ordering::Relaxed) {
                 return Poll::Ready(Err(closed()));
             }
             if !*handed && !self.in_flight {
@@ -125,7 +128,7 @@ impl Inner {
             if let Some(sent) = open(&self.mailbox).response.take() {
                 self.in_flight = false;
                 let result = sent.map_err(|e| {
-                    self.failed = true;
+                    self.failed.store(true, Ordering::Relaxed);
                     map(e, "transfer")
                 });
                 if *handed {
@@ -135,7 +138,7 @@ impl Inner {
                 continue;
             }
             if ended {
-                self.failed = true;
+                self.failed.store(true, Ordering::Relaxed);
                 continue;
             }
             return Poll::Pending;
@@ -157,7 +160,7 @@ impl Inner {
                 // No credit in time: the message must not go out after the caller got it
                 // back, so the link (and the transfer in it) is dropped.
                 self.driver = Box::pin(std::future::pending());
-                self.failed = true;
+                self.failed.store(true, Ordering::Relaxed);
                 Err(no_credit(timeout))
             }
         }
@@ -169,6 +172,8 @@ impl Inner {
 /// a transfer still waiting can keep the link in a future without borrowing the link.
 pub(crate) struct SenderLink {
     inner: Arc<async_lock::Mutex<Inner>>,
+    /// [`Inner::failed`], readable without the lock.
+    failed: Arc<AtomicBool>,
     destination: Destination,
 }
 
@@ -217,14 +222,16 @@ impl SenderLink {
         mailbox: Arc<Mutex<Mailbox>>,
         destination: Destination,
     ) -> Self {
+        let failed = Arc::new(AtomicBool::new(false));
         SenderLink {
             inner: Arc::new(async_lock::Mutex::new(Inner {
                 driver,
                 mailbox,
                 in_flight: false,
-                failed: false,
+                failed: failed.clone(),
                 slot: empty(),
             })),
+            failed,
             destination,
         }
     }
@@ -236,7 +243,7 @@ impl SenderLink {
             Arc::default(),
             destination,
         );
-        link.inner.try_lock().expect("new").failed = true;
+        link.failed.store(true, Ordering::Relaxed);
         link
     }
 
@@ -309,7 +316,12 @@ impl SenderLink {
 
     /// Whether the link is closed and must be replaced.
     pub fn is_failed(&self) -> bool {
-        self.inner.try_lock().is_some_and(|g| g.failed)
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The link ended (an outcome reported its end): sends attach a new one.
+    pub fn mark_failed(&self) {
+        self.failed.store(true, Ordering::Relaxed);
     }
 }
 

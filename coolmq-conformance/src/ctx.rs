@@ -102,16 +102,28 @@ impl Ctx {
         if let Some(faults) = self.broker.fault_injector() {
             return Ok((self.broker.clone(), Faults::Injected(faults)));
         }
-        let upstream = self.broker_addr().ok_or_else(|| {
-            Failed("neither a fault injector nor a network address to proxy".into())
-        })?;
+        let (broker, proxy) = self
+            .proxied(|c| c.confirm_timeout = confirm_timeout)
+            .await?;
+        Ok((broker, Faults::Proxied(proxy)))
+    }
+
+    /// A connection of the case's own through a [`FaultProxy`] in front of the broker, with
+    /// its configuration tuned by `tune` (timeouts, heartbeat); for networked backends.
+    pub async fn proxied(
+        &self,
+        tune: impl FnOnce(&mut Config),
+    ) -> Result<(Broker, FaultProxy), Failed> {
+        let upstream = self
+            .broker_addr()
+            .ok_or_else(|| Failed("the backend's URL has no network address to proxy".into()))?;
         let proxy = FaultProxy::start(upstream)
             .await
             .map_err(|e| Failed(format!("fault proxy: {e}")))?;
         let mut config = self.config_at(proxy.addr()).expect("a networked URL");
-        config.confirm_timeout = confirm_timeout;
+        tune(&mut config);
         let broker = self.connect_with(config).await?;
-        Ok((broker, Faults::Proxied(proxy)))
+        Ok((broker, proxy))
     }
 
     /// The broker's address from the case's URL (host resolved, default port by scheme).

@@ -49,6 +49,12 @@ pub struct Config {
     /// How long connecting may take before failing with `Unreachable`. Default 10 s.
     #[serde(with = "duration_serde")]
     pub connect_timeout: Duration,
+    /// How soon a connection that stops answering without closing (a dead peer, a
+    /// half-open TCP connection) is noticed: RabbitMQ's heartbeat (Spring's
+    /// `requestedHeartbeat`), ActiveMQ's AMQP idle timeout (Qpid JMS's `amqp.idleTimeout`).
+    /// Default 60 s, both clients' default. A URL's own `heartbeat` / `idle_timeout` wins.
+    #[serde(with = "duration_serde")]
+    pub heartbeat: Duration,
     /// Prefix of dead-letter queue names. Default `DLQ.`.
     pub dead_letter_prefix: String,
     /// Redelivery policy: a default entry and per-queue overrides.
@@ -63,6 +69,7 @@ impl Default for Config {
             publisher_window: 256,
             confirm_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(60),
             dead_letter_prefix: crate::DEFAULT_DEAD_LETTER_PREFIX.to_string(),
             redelivery: RedeliveryPolicyMap::default(),
         }
@@ -75,6 +82,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "publisher_window",
     "confirm_timeout",
     "connect_timeout",
+    "heartbeat",
     "dead_letter_prefix",
     "redelivery",
 ];

@@ -55,11 +55,44 @@ impl RabbitOptions {
         options.amqp_url = u.to_string();
         Ok(options)
     }
+
+    /// Ask for `heartbeat` (whole seconds, at least 1; zero: none) unless the URL asks for
+    /// its own: a silent connection then fails after two missed heartbeats instead of
+    /// hanging.
+    pub fn with_heartbeat(mut self, heartbeat: std::time::Duration) -> Self {
+        let Ok(mut u) = url::Url::parse(&self.amqp_url) else {
+            return self;
+        };
+        if u.query_pairs().any(|(k, _)| k == "heartbeat") {
+            return self;
+        }
+        let secs = if heartbeat.is_zero() {
+            0
+        } else {
+            heartbeat.as_secs_f64().ceil().max(1.0) as u64
+        };
+        u.query_pairs_mut()
+            .append_pair("heartbeat", &secs.to_string());
+        self.amqp_url = u.to_string();
+        self
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeat_is_asked_for_unless_the_url_does() {
+        let o = RabbitOptions::from_url("amqp://h/%2f")
+            .unwrap()
+            .with_heartbeat(std::time::Duration::from_millis(1500));
+        assert_eq!(o.amqp_url, "amqp://h/%2f?heartbeat=2");
+        let o = RabbitOptions::from_url("amqp://h/%2f?heartbeat=10")
+            .unwrap()
+            .with_heartbeat(std::time::Duration::from_secs(60));
+        assert_eq!(o.amqp_url, "amqp://h/%2f?heartbeat=10");
+    }
 
     #[test]
     fn own_options_are_removed_and_others_kept() {

@@ -68,7 +68,7 @@ impl std::fmt::Debug for RabbitBackend {
 /// within `connect_timeout`, `AuthenticationFailed` / `PermissionDenied` for refused
 /// credentials or vhost.
 pub async fn connect(config: Config) -> Result<Broker> {
-    let options = RabbitOptions::from_url(&config.url)?;
+    let options = RabbitOptions::from_url(&config.url)?.with_heartbeat(config.heartbeat);
     let capabilities = Capabilities {
         confirms: true,
         unroutable_returns: true,

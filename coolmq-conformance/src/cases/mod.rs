@@ -9,6 +9,7 @@ mod load;
 mod poison;
 mod redelivery;
 mod send;
+mod stall;
 mod topic;
 mod topology;
 mod transaction;
@@ -40,6 +41,7 @@ pub(crate) fn all() -> Vec<Case> {
         worker::cases(),
         poison::cases(),
         unreachable::cases(),
+        stall::cases(),
         capability::cases(),
         load::cases(),
     ]
