@@ -263,22 +263,7 @@ async fn jms_extreme_values_never_stop_a_worker(url: String) -> TestResult {
     let queue = format!("coolmq.test.jms-extreme.{}", coolmq::new_message_id());
     broker.declare_queue(&broker.queue_spec(&queue)).await?;
     let ids = jms("extreme", &url, &queue)?;
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<coolmq::Message>::new()));
-    let s2 = seen.clone();
-    let worker = broker
-        .worker(&queue)
-        .start(move |incoming| {
-            s2.lock().expect("lock").push(incoming.message);
-            async { Ok::<(), coolmq::HandlerError>(()) }
-        })
-        .await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while worker.counts().acked < 23 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let counts = worker.counts();
-    worker.shutdown(Duration::from_secs(5)).await?;
+    let (counts, seen) = support::handle_all(&broker, &queue, 23).await?;
     println!(
         "{}: JMS extreme values: {counts:?}",
         coolmq::redact_url(&url)
@@ -288,7 +273,6 @@ async fn jms_extreme_values_never_stop_a_worker(url: String) -> TestResult {
     expect("failed", counts.failed, 0)?;
     expect("dead-lettered", counts.dead_lettered, 0)?;
     expect("settle errors", counts.settle_errors, 0)?;
-    let seen = seen.lock().expect("lock").clone();
     let by_id = |key: &str| {
         let id = ids[key].as_str().unwrap_or_default().to_string();
         seen.iter().find(|m| m.id == id).cloned()

@@ -259,29 +259,13 @@ async fn interop_pika_extreme_values_never_stop_a_worker() -> TestResult {
     let queue = unique("pika-extreme");
     broker.declare_queue(&broker.queue_spec(&queue)).await?;
     pika(&["extreme", &url().expect("set"), &queue])?;
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Message>::new()));
-    let s2 = seen.clone();
-    let worker = broker
-        .worker(&queue)
-        .start(move |incoming| {
-            s2.lock().expect("lock").push(incoming.message);
-            async { Ok::<(), coolmq::HandlerError>(()) }
-        })
-        .await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while worker.counts().acked < 23 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let counts = worker.counts();
-    worker.shutdown(Duration::from_secs(5)).await?;
+    let (counts, seen) = support::handle_all(&broker, &queue, 23).await?;
     println!("pika extreme values: {counts:?}");
     expect("acked", counts.acked, 23)?;
     expect("received", counts.received, 23)?;
     expect("failed", counts.failed, 0)?;
     expect("dead-lettered", counts.dead_lettered, 0)?;
     expect("settle errors", counts.settle_errors, 0)?;
-    let seen = seen.lock().expect("lock").clone();
     let by_id = |id: &str| seen.iter().find(|m| m.id == id).cloned();
     let ts = by_id("x-timestamp").ok_or("x-timestamp not handled")?;
     expect("out-of-range timestamp", ts.timestamp, None)?;

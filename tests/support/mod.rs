@@ -133,3 +133,30 @@ pub async fn drain_and_tally(
         duplicates: received - seen.len(),
     })
 }
+
+/// Run a `Worker` that accepts everything on `queue` until `n` messages are acked (at most
+/// 30 s, then a pause for anything more): what it counted and the messages it was handed.
+pub async fn handle_all(
+    broker: &Broker,
+    queue: &str,
+    n: u64,
+) -> Result<(coolmq::WorkerCounts, Vec<Message>), coolmq::Error> {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Message>::new()));
+    let s2 = seen.clone();
+    let worker = broker
+        .worker(queue)
+        .start(move |incoming| {
+            s2.lock().expect("lock").push(incoming.message);
+            async { Ok::<(), coolmq::HandlerError>(()) }
+        })
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while worker.counts().acked < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = worker.counts();
+    worker.shutdown(Duration::from_secs(5)).await?;
+    let seen = seen.lock().expect("lock").clone();
+    Ok((counts, seen))
+}
