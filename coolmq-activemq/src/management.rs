@@ -120,26 +120,17 @@ fn artemis_succeeded(m: &AmqpMessage) -> bool {
 pub(crate) async fn queue_depth(link: &Link, flavor: Flavor, queue: &str) -> Result<u64> {
     match flavor {
         Flavor::Artemis => {
-            let reply = request(
-                link,
-                "activemq.management",
-                vec![
-                    (
-                        "_AMQ_ResourceName",
-                        SimpleValue::String(format!("queue.{queue}")),
-                    ),
-                    ("_AMQ_Attribute", SimpleValue::String("messageCount".into())),
-                ],
-                Value::String("[]".into()),
-            )
-            .await?;
-            let text = body_text(&reply);
-            if !artemis_succeeded(&reply) {
-                return Err(
-                    Error::new(ErrorKind::NotFound, format!("queue {queue:?}: {text}"))
-                        .with_context("queue", queue),
-                );
-            }
+            let text = match artemis_attribute(link, &format!("queue.{queue}"), "messageCount")
+                .await?
+            {
+                Ok(text) => text,
+                Err(text) => {
+                    return Err(
+                        Error::new(ErrorKind::NotFound, format!("queue {queue:?}: {text}"))
+                            .with_context("queue", queue),
+                    )
+                }
+            };
             text.trim_matches(|c| c == '[' || c == ']')
                 .trim()
                 .parse()
@@ -176,6 +167,32 @@ pub(crate) async fn queue_depth(link: &Link, flavor: Flavor, queue: &str) -> Res
             })
         }
     }
+}
+
+/// Read `attribute` of the Artemis resource `resource` (`queue.<name>`, `address.<name>`):
+/// the reply's text, `Ok` when it succeeded, `Err` with Artemis's message when not (no such
+/// resource).
+async fn artemis_attribute(
+    link: &Link,
+    resource: &str,
+    attribute: &str,
+) -> Result<std::result::Result<String, String>> {
+    let reply = request(
+        link,
+        "activemq.management",
+        vec![
+            ("_AMQ_ResourceName", SimpleValue::String(resource.into())),
+            ("_AMQ_Attribute", SimpleValue::String(attribute.into())),
+        ],
+        Value::String("[]".into()),
+    )
+    .await?;
+    let text = body_text(&reply);
+    Ok(if artemis_succeeded(&reply) {
+        Ok(text)
+    } else {
+        Err(text)
+    })
 }
 
 /// Call an operation of Artemis's broker control (`_AMQ_ResourceName = broker`) with JSON
@@ -345,24 +362,11 @@ fn divert_pattern(name: &str) -> Option<&str> {
 
 /// Whether queues are bound to `address` itself (false when there is no such address).
 async fn artemis_address_has_queues(link: &Link, address: &str) -> Result<bool> {
-    let reply = request(
-        link,
-        "activemq.management",
-        vec![
-            (
-                "_AMQ_ResourceName",
-                SimpleValue::String(format!("address.{address}")),
-            ),
-            ("_AMQ_Attribute", SimpleValue::String("queueNames".into())),
-        ],
-        Value::String("[]".into()),
-    )
-    .await?;
-    if !artemis_succeeded(&reply) {
+    let Ok(text) = artemis_attribute(link, &format!("address.{address}"), "queueNames").await?
+    else {
         return Ok(false);
-    }
+    };
     // The reply is the JSON list of the attribute's value: `[["q1", "q2"]]`.
-    let text = body_text(&reply);
     let names: Vec<Vec<String>> = serde_json::from_str(&text).map_err(|e| {
         Error::new(
             ErrorKind::Unexpected,
