@@ -306,9 +306,7 @@ async fn nack_is_retried<DB: TestDb>() -> TestResult {
     let broker = memory().await?;
     let queue = unique("nack");
     broker.declare_queue(&QueueSpec::new(&queue)).await?;
-    let faults = broker
-        .fault_injector()
-        .ok_or_else(|| fail("memory has faults"))?;
+    let faults = coolmq::memory::Faults::of(broker.config())?;
     let outbox = Outbox::new(pool.clone()).await?;
     let mut tx = pool.begin().await.map_err(|e| fail(e.to_string()))?;
     outbox
@@ -477,9 +475,7 @@ async fn lost_confirm_duplicate_applied_once<DB: TestDb>() -> TestResult {
     let broker = memory().await?;
     let queue = unique("dup");
     broker.declare_queue(&QueueSpec::new(&queue)).await?;
-    let faults = broker
-        .fault_injector()
-        .ok_or_else(|| fail("memory has faults"))?;
+    let faults = coolmq::memory::Faults::of(broker.config())?;
     let outbox = Outbox::new(pool.clone()).await?;
     let inbox = Inbox::new(pool.clone(), "payments").await?;
     let mut tx = pool.begin().await.map_err(|e| fail(e.to_string()))?;

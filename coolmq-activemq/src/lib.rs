@@ -44,7 +44,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use coolmq_core::{
     Backend, BackendInfo, Broker, Capabilities, Config, ConsumerBackend, ConsumerOptions,
-    DeliveryContext, Destination, FaultInjector, PublisherBackend, QueueSpec, Result,
+    DeliveryContext, Destination, PublisherBackend, QueueSpec, Result,
 };
 
 pub use config::{ActiveMqOptions, DEFAULT_MAX_MESSAGE_SIZE};
@@ -97,7 +97,6 @@ pub async fn connect(config: Config) -> Result<Broker> {
         max_length: false,
         message_ttl: true,
         nested_headers: false,
-        fault_injection: false,
         network: true,
         max_message_size: Some(options.max_message_size),
     };
@@ -183,10 +182,6 @@ impl Backend for ActiveMqBackend {
         )
         .await?;
         Ok(Box::new(consumer))
-    }
-
-    fn fault_injector(&self) -> Option<Arc<dyn FaultInjector>> {
-        None
     }
 
     async fn close(&self) -> Result<()> {

@@ -40,8 +40,26 @@ pub type TestResult = Result<(), Failed>;
 /// A case body.
 pub type CaseFn = fn(Ctx) -> BoxFuture<'static, TestResult>;
 
+/// What a target offers the suite: the backend's capabilities, and whether the suite can
+/// inject faults into it without a network (an [`crate::Injector`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Support {
+    /// The capabilities the backend claims.
+    pub capabilities: Capabilities,
+    /// The target has an [`crate::Injector`].
+    pub injected_faults: bool,
+}
+
+impl std::ops::Deref for Support {
+    type Target = Capabilities;
+
+    fn deref(&self) -> &Capabilities {
+        &self.capabilities
+    }
+}
+
 /// A capability a case needs: a name and the flag's reader.
-pub type Requirement = (&'static str, fn(&Capabilities) -> bool);
+pub type Requirement = (&'static str, fn(&Support) -> bool);
 
 /// One conformance case.
 #[derive(Clone)]
@@ -63,7 +81,7 @@ impl Case {
     }
 
     /// The names of the capabilities `caps` lacks for this case.
-    pub fn missing(&self, caps: &Capabilities) -> Vec<&'static str> {
+    pub fn missing(&self, caps: &Support) -> Vec<&'static str> {
         self.requires
             .iter()
             .filter(|(_, has)| !has(caps))
@@ -106,10 +124,10 @@ pub mod req {
         ("no unroutable_returns (queues made on send)", |c| {
             !c.unroutable_returns
         });
-    /// connection faults can be injected: `fault_injection`, or `network` (through a
+    /// connection faults can be made: an injector, or `network` (through a
     /// [`crate::FaultProxy`])
-    pub const CONNECTION_FAULTS: Requirement = ("fault_injection or network", |c| {
-        c.fault_injection || c.network
+    pub const CONNECTION_FAULTS: Requirement = ("injected faults or network", |c| {
+        c.injected_faults || c.network
     });
     /// `network`: the broker is reached over TCP
     pub const NETWORK: Requirement = ("network", |c| c.network);
@@ -129,8 +147,8 @@ pub mod req {
     pub const TTL: Requirement = ("message_ttl", |c| c.message_ttl);
     /// `nested_headers`
     pub const NESTED: Requirement = ("nested_headers", |c| c.nested_headers);
-    /// `fault_injection`
-    pub const FAULTS: Requirement = ("fault_injection", |c| c.fault_injection);
+    /// the target has an [`crate::Injector`] (a negative confirm on demand)
+    pub const FAULTS: Requirement = ("injected faults", |c| c.injected_faults);
     /// a `max_message_size` is declared
     pub const MAX_SIZE: Requirement = ("max_message_size", |c| c.max_message_size.is_some());
     /// bodies of at least 1 MiB fit

@@ -5,17 +5,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coolmq_core::{
-    Broker, Config, ConnectFn, Consumer, Delivery, Destination, FaultInjector, Message, Publisher,
-    QueueSpec, Result,
+    Broker, Config, ConnectFn, Consumer, Delivery, Destination, Message, Publisher, QueueSpec,
+    Result,
 };
 
-use crate::{Failed, FaultProxy, TestResult};
+use crate::{Failed, FaultProxy, Injector, TestResult};
 
 /// The faults a case can inject into a connection of its own: through a [`FaultProxy`] in
 /// front of a networked broker, or the in-process broker's own hooks.
 pub enum Faults {
-    /// The backend's [`FaultInjector`] (an in-process broker).
-    Injected(Arc<dyn FaultInjector>),
+    /// The target's [`Injector`] (an in-process broker).
+    Injected(Arc<dyn Injector>),
     /// A proxy between the case's connection and the broker.
     Proxied(FaultProxy),
 }
@@ -60,16 +60,24 @@ pub struct Ctx {
     connect: ConnectFn,
     id: String,
     queues: Arc<Mutex<Vec<String>>>,
+    injector: Option<Arc<dyn Injector>>,
 }
 
 impl Ctx {
-    pub(crate) fn new(broker: Broker, config: Config, connect: ConnectFn, id: String) -> Self {
+    pub(crate) fn new(
+        broker: Broker,
+        config: Config,
+        connect: ConnectFn,
+        id: String,
+        injector: Option<Arc<dyn Injector>>,
+    ) -> Self {
         Ctx {
             broker,
             config,
             connect,
             id,
             queues: Arc::default(),
+            injector,
         }
     }
 
@@ -99,8 +107,8 @@ impl Ctx {
     /// confirm timeout of `confirm_timeout`: through a fault proxy where the backend is
     /// networked, else the same broker with its fault injector.
     pub async fn faulty(&self, confirm_timeout: Duration) -> Result<(Broker, Faults), Failed> {
-        if let Some(faults) = self.broker.fault_injector() {
-            return Ok((self.broker.clone(), Faults::Injected(faults)));
+        if let Some(faults) = &self.injector {
+            return Ok((self.broker.clone(), Faults::Injected(faults.clone())));
         }
         let (broker, proxy) = self
             .proxied(|c| c.confirm_timeout = confirm_timeout)
@@ -177,11 +185,11 @@ impl Ctx {
         self.broker.publisher().await
     }
 
-    /// The broker's fault injector (for cases that require `fault_injection`).
-    pub fn faults(&self) -> Result<Arc<dyn FaultInjector>, Failed> {
-        self.broker
-            .fault_injector()
-            .ok_or_else(|| Failed("fault_injection without an injector".into()))
+    /// The target's [`Injector`] (for cases that require injected faults).
+    pub fn faults(&self) -> Result<Arc<dyn Injector>, Failed> {
+        self.injector
+            .clone()
+            .ok_or_else(|| Failed("the target has no fault injector".into()))
     }
 
     /// Send one message to a queue and require the confirm.

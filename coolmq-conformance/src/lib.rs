@@ -14,23 +14,25 @@
 //!         let mut c = coolmq_core::Config::from_url(format!("memory://{case}")).unwrap();
 //!         c.confirm_timeout = std::time::Duration::from_secs(1);
 //!         c
-//!     }, |c| Box::pin(coolmq_memory::connect(c)));
+//!     }, |c| Box::pin(coolmq_memory::connect(c)))
+//!     // The in-process broker's own fault hooks; a networked target gets its faults from a
+//!     // `FaultProxy` in front of its URL instead.
+//!     .with_injector(coolmq_conformance::memory_faults);
 //!     run(vec![memory])
 //! }
-//! # // A stand-in so the example compiles here: coolmq-memory depends on this crate's
-//! # // consumers, not the other way round; the example is `no_run`.
-//! # mod coolmq_memory { pub async fn connect(_: coolmq_core::Config) -> coolmq_core::Result<coolmq_core::Broker> { unimplemented!() } }
 //! ```
 #![deny(missing_docs)]
 
 mod case;
 mod cases;
 mod ctx;
+mod inject;
 mod proxy;
 mod runner;
 
-pub use case::{Case, CaseFn, Failed, Requirement, TestResult};
+pub use case::{Case, CaseFn, Failed, Requirement, Support, TestResult};
 pub use ctx::{Ctx, Faults};
+pub use inject::{memory_faults, Injector, InjectorFn};
 pub use proxy::FaultProxy;
 pub use runner::{run, run_report, run_with_args, trials, CaseReport, Outcome, Target};
 

@@ -4,11 +4,11 @@ use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use coolmq_core::{Capabilities, Config, ConnectFn};
+use coolmq_core::{Config, ConnectFn};
 use libtest_mimic::{Arguments, Failed as MimicFailed, Trial};
 use tokio::runtime::Runtime;
 
-use crate::{cases, Ctx};
+use crate::{cases, Ctx, Injector, InjectorFn, Support};
 
 /// Longest a single case may run before it fails.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -27,6 +27,8 @@ pub struct Target {
     pub connect: ConnectFn,
     /// Told to the user when the broker cannot be reached (how to start it).
     pub unreachable_hint: String,
+    /// Fault hooks for a target without a network (see [`crate::Injector`]).
+    pub injector: Option<InjectorFn>,
 }
 
 impl Target {
@@ -41,7 +43,23 @@ impl Target {
             config_for_case: Arc::new(config_for_case),
             connect,
             unreachable_hint: String::new(),
+            injector: None,
         }
+    }
+
+    /// Give the suite fault hooks for each case's configuration (the memory broker's are
+    /// [`crate::memory_faults`]); the cases that need a negative confirm on demand run only
+    /// with them.
+    pub fn with_injector(
+        mut self,
+        injector: impl Fn(&Config) -> Option<Arc<dyn Injector>> + Send + Sync + 'static,
+    ) -> Self {
+        self.injector = Some(Arc::new(injector));
+        self
+    }
+
+    fn injector_for(&self, config: &Config) -> Option<Arc<dyn Injector>> {
+        self.injector.as_ref().and_then(|f| f(config))
     }
 
     /// Say how to start the broker, for the failure when it is unreachable.
@@ -62,16 +80,20 @@ fn runtime() -> &'static Runtime {
     })
 }
 
-async fn probe(target: &Target) -> Result<Capabilities, String> {
+async fn probe(target: &Target) -> Result<Support, String> {
     let config = (target.config_for_case)("probe");
+    let injected_faults = target.injector_for(&config).is_some();
     let url = config.redacted_url();
     let broker = tokio::time::timeout(Duration::from_secs(60), (target.connect)(config))
         .await
         .map_err(|_| format!("connecting to {url} timed out. {}", target.unreachable_hint))?
         .map_err(|e| format!("cannot connect to {url}: {e}. {}", target.unreachable_hint))?;
-    let caps = broker.capabilities();
+    let capabilities = broker.capabilities();
     let _ = tokio::time::timeout(CLEANUP_TIMEOUT, broker.close()).await;
-    Ok(caps)
+    Ok(Support {
+        capabilities,
+        injected_faults,
+    })
 }
 
 /// The trials for every case on every target: a failing `<target>::connect` trial instead
@@ -121,7 +143,8 @@ async fn run_case(target: Target, case: crate::Case) -> Result<(), MimicFailed> 
     let broker = (target.connect)(config.clone())
         .await
         .map_err(|e| format!("cannot connect: {e}. {}", target.unreachable_hint))?;
-    let ctx = Ctx::new(broker, config, target.connect, id);
+    let injector = target.injector_for(&config);
+    let ctx = Ctx::new(broker, config, target.connect, id, injector);
     let outcome = tokio::time::timeout(CASE_TIMEOUT, (case.run)(ctx.clone())).await;
     // Cleanup talks to the broker too: bounded, so a backend whose delete or close hangs fails
     // the case instead of hanging the run.

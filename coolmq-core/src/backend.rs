@@ -54,8 +54,6 @@ pub trait Backend: Send + Sync + Debug + 'static {
         queue: &str,
         options: &ConsumerOptions,
     ) -> Result<Box<dyn ConsumerBackend>>;
-    /// Fault injection for the conformance suite, where [`Capabilities::fault_injection`].
-    fn fault_injector(&self) -> Option<Arc<dyn FaultInjector>>;
     /// Close the connection; unsettled deliveries return to their queues.
     async fn close(&self) -> Result<()>;
 }
@@ -165,15 +163,4 @@ pub trait Acker: Send + Sync {
     fn release(self: Box<Self>);
     /// For backends whose transactions settle their own deliveries.
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
-}
-
-/// Deterministic faults for the conformance suite (the memory backend implements it).
-pub trait FaultInjector: Send + Sync {
-    /// The next publish is answered with a negative confirm.
-    fn nack_next_publish(&self);
-    /// The next publish is stored but its confirm never arrives (the sender times out).
-    fn lose_next_confirm(&self);
-    /// Every consumer's connection drops: unsettled deliveries are requeued, their handles go
-    /// stale, and consumers reconnect.
-    fn drop_consumer_connections(&self);
 }

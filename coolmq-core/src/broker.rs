@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use crate::backend::{Backend, FaultInjector};
+use crate::backend::Backend;
 use crate::{
     Capabilities, Config, Consumer, ConsumerOptions, Error, Publisher, QueueSpec, Result,
     WorkerBuilder,
@@ -155,11 +155,6 @@ impl Broker {
     /// Start building a worker that runs a handler for every delivery of `queue`.
     pub fn worker(&self, queue: impl Into<String>) -> WorkerBuilder {
         WorkerBuilder::new(self.clone(), queue.into())
-    }
-
-    /// Fault injection, where the backend offers it (the memory backend does).
-    pub fn fault_injector(&self) -> Option<Arc<dyn FaultInjector>> {
-        self.backend.fault_injector()
     }
 
     /// Close the connection.

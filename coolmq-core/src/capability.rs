@@ -29,8 +29,6 @@ pub struct Capabilities {
     pub message_ttl: bool,
     /// Header values may be lists and maps.
     pub nested_headers: bool,
-    /// Deterministic fault injection ([`crate::FaultInjector`]) for the suite's fault cases.
-    pub fault_injection: bool,
     /// The backend reaches its broker over TCP, so network faults apply (an unreachable or
     /// silent address, a cut connection); false for an in-process broker.
     pub network: bool,

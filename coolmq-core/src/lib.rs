@@ -34,7 +34,7 @@ mod worker;
 
 pub use address::{topic_matches, Destination};
 pub use backend::{
-    Acker, Backend, BackendInfo, ConsumerBackend, FaultInjector, PipelinedStart, PublisherBackend,
+    Acker, Backend, BackendInfo, ConsumerBackend, PipelinedStart, PublisherBackend,
     TransactionBackend,
 };
 pub use broker::Broker;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use coolmq_core::{
     Backend, BackendInfo, Capabilities, Config, ConsumerBackend, ConsumerOptions, DeliveryContext,
-    FaultInjector, PublisherBackend, QueueSpec, Result,
+    PublisherBackend, QueueSpec, Result,
 };
 
 use crate::consumer::MemoryConsumer;
@@ -41,7 +41,6 @@ impl MemoryConnection {
             max_length: true,
             message_ttl: true,
             nested_headers: true,
-            fault_injection: true,
             network: false,
             max_message_size: Some(options.max_message_size),
         };
@@ -107,37 +106,11 @@ impl Backend for MemoryConnection {
         )))
     }
 
-    fn fault_injector(&self) -> Option<Arc<dyn FaultInjector>> {
-        Some(Arc::new(Faults(self.engine.clone())))
-    }
-
     async fn close(&self) -> Result<()> {
         self.closed.close();
         let me = self.id;
         self.engine
             .remove_consumers(|_, connection| connection == me);
         Ok(())
-    }
-}
-
-struct Faults(Arc<Engine>);
-
-impl FaultInjector for Faults {
-    fn nack_next_publish(&self) {
-        self.0
-            .faults
-            .nack_next_publish
-            .store(true, Ordering::SeqCst);
-    }
-
-    fn lose_next_confirm(&self) {
-        self.0
-            .faults
-            .lose_next_confirm
-            .store(true, Ordering::SeqCst);
-    }
-
-    fn drop_consumer_connections(&self) {
-        self.0.drop_consumer_connections();
     }
 }

@@ -4,7 +4,7 @@
 //! contract — queues and topics, prefetch, unsettled tracking with requeue when a consumer
 //! goes away, redelivered flag and delivery count, confirms, unroutable returns, transactions
 //! (sends and acks), delayed delivery, dead-letter queues, max length with reject-publish →
-//! nack, TTL — and offers deterministic fault injection for the conformance suite.
+//! nack, TTL — and offers deterministic fault hooks for tests ([`Faults`]).
 //!
 //! Brokers are named: every `memory://orders` connection in a process shares one broker, which
 //! lives as long as the process, so nothing it accepted is lost while the process lives.
@@ -28,6 +28,7 @@ mod config;
 mod connection;
 mod consumer;
 mod engine;
+mod faults;
 mod publisher;
 mod transaction;
 
@@ -39,6 +40,7 @@ use coolmq_core::{Broker, Config, Result};
 pub use config::{MemoryOptions, DEFAULT_MAX_MESSAGE_SIZE};
 use connection::MemoryConnection;
 use engine::Engine;
+pub use faults::Faults;
 
 /// URL schemes served by this backend.
 pub const SCHEMES: &[&str] = &["memory"];
@@ -48,19 +50,22 @@ fn registry() -> &'static Mutex<HashMap<String, Arc<Engine>>> {
     BROKERS.get_or_init(Default::default)
 }
 
+/// The named broker, created on first use.
+fn engine_named(name: &str) -> Arc<Engine> {
+    let mut brokers = registry().lock().unwrap_or_else(|p| p.into_inner());
+    brokers
+        .entry(name.to_string())
+        .or_insert_with(|| Arc::new(Engine::new(name.to_string())))
+        .clone()
+}
+
 /// Connect to the named in-process broker of `config.url`, creating it on first use.
 ///
 /// # Errors
 /// `ConfigInvalid` for a URL that is not `memory://…` or has a bad option.
 pub async fn connect(config: Config) -> Result<Broker> {
     let options = MemoryOptions::from_url(&config.url)?;
-    let engine = {
-        let mut brokers = registry().lock().unwrap_or_else(|p| p.into_inner());
-        brokers
-            .entry(options.name.clone())
-            .or_insert_with(|| Arc::new(Engine::new(options.name.clone())))
-            .clone()
-    };
+    let engine = engine_named(&options.name);
     let connection = MemoryConnection::new(engine, options, &config);
     Ok(Broker::new(Arc::new(connection), config))
 }

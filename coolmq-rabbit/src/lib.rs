@@ -31,7 +31,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use coolmq_core::{
     Backend, BackendInfo, Broker, Capabilities, Config, ConsumerBackend, ConsumerOptions,
-    DeliveryContext, FaultInjector, PublisherBackend, QueueSpec, Result,
+    DeliveryContext, PublisherBackend, QueueSpec, Result,
 };
 
 pub use config::{RabbitOptions, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TOPIC_EXCHANGE};
@@ -81,7 +81,6 @@ pub async fn connect(config: Config) -> Result<Broker> {
         max_length: true,
         message_ttl: true,
         nested_headers: true,
-        fault_injection: false,
         network: true,
         max_message_size: Some(options.max_message_size),
     };
@@ -156,10 +155,6 @@ impl Backend for RabbitBackend {
         )
         .await?;
         Ok(Box::new(consumer))
-    }
-
-    fn fault_injector(&self) -> Option<Arc<dyn FaultInjector>> {
-        None
     }
 
     async fn close(&self) -> Result<()> {

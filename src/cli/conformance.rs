@@ -33,7 +33,8 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
         },
         |c| Box::pin(crate::connect_owned(c)),
     )
-    .with_unreachable_hint("check the URL and that the broker is running");
+    .with_unreachable_hint("check the URL and that the broker is running")
+    .with_injector(coolmq_conformance::memory_faults);
     let w = |e: std::io::Error| CliError::msg(e.to_string());
     writeln!(out, "coolmq conformance against {url}").map_err(w)?;
     writeln!(out, "{:<62} {:<36} {:>9}", "case", "result", "time").map_err(w)?;
