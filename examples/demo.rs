@@ -181,7 +181,7 @@ pub async fn story(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
 
     // The relay publishes committed rows with confirms. Lose one confirm (where the backend
     // can inject faults): the relay resends the same message id, the broker holds two copies.
-    let faults = coolmq::memory::Faults::of(&config).ok();
+    let faults = coolmq::memory::Faults::of(config).ok();
     let lossy = faults.is_some();
     if let Some(faults) = faults {
         faults.lose_next_confirm();
