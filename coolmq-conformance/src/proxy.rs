@@ -24,6 +24,8 @@ struct Faults {
     hold_replies: AtomicBool,
     /// Added before each chunk is passed on, in microseconds.
     latency_us: AtomicU64,
+    /// Open connections that a cut closed, so a test can tell a cut that hit nothing.
+    severed: AtomicU64,
 }
 
 /// A running fault proxy on `127.0.0.1`; stops (closing every connection) when dropped.
@@ -65,6 +67,11 @@ impl FaultProxy {
     /// Where clients connect instead of the broker.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many open connections [`FaultProxy::cut`] has closed so far.
+    pub fn connections_cut(&self) -> u64 {
+        self.faults.severed.load(Ordering::SeqCst)
     }
 
     /// Close every open connection now (both sides see the socket close).
@@ -113,8 +120,10 @@ async fn accept_loop(
         cut.mark_unchanged();
         tokio::spawn(async move {
             tokio::select! {
-                _ = cut.changed() => {}
-                _ = connection(client, upstream, faults, changes) => {}
+                _ = cut.changed() => {
+                    faults.severed.fetch_add(1, Ordering::SeqCst);
+                }
+                _ = connection(client, upstream, faults.clone(), changes) => {}
             }
         });
     }

@@ -35,6 +35,9 @@ pub enum ErrorKind {
     Nacked,
     /// The broker rejected the message (AMQP 1.0 `Rejected`/`Released`/`Modified`).
     Rejected,
+    /// The broker stopped accepting publishes for now (RabbitMQ's `connection.blocked` under a
+    /// memory or disk alarm); resend once it clears.
+    Blocked,
     /// The message could not be routed to any queue (no such queue, topic without subscriber).
     Unroutable,
     /// No answer within the configured time; the message may or may not have been taken.
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::Unreachable
                 | ErrorKind::ConnectionLost
                 | ErrorKind::Nacked
+                | ErrorKind::Blocked
                 | ErrorKind::Timeout
                 | ErrorKind::Rejected
         )
@@ -82,6 +86,7 @@ impl ErrorKind {
             ErrorKind::ConnectionLost => "connection-lost",
             ErrorKind::Nacked => "nacked",
             ErrorKind::Rejected => "rejected",
+            ErrorKind::Blocked => "blocked",
             ErrorKind::Unroutable => "unroutable",
             ErrorKind::Timeout => "timeout",
             ErrorKind::MessageTooLarge => "message-too-large",

@@ -18,6 +18,8 @@ pub(crate) struct Link {
     pub options: RabbitOptions,
     connect_timeout: Duration,
     current: Mutex<Option<Arc<Connection>>>,
+    /// The live connection's status, readable without the async lock (the blocked flag).
+    status: std::sync::Mutex<Option<lapin::ConnectionStatus>>,
     closed: AtomicBool,
 }
 
@@ -27,6 +29,7 @@ impl Link {
             options,
             connect_timeout,
             current: Mutex::new(None),
+            status: std::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
         }
     }
@@ -68,8 +71,30 @@ impl Link {
         })?
         .map_err(|e| map_connect(e, endpoint))?;
         let connection = Arc::new(connection);
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection.status().clone());
         *current = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// Whether RabbitMQ has blocked publishing on the live connection (`connection.blocked`,
+    /// sent under a memory or disk alarm): publishes would sit unread in the socket.
+    pub fn blocked(&self) -> bool {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|s| s.connected() && s.blocked())
+    }
+
+    /// The error of a publish refused or unconfirmed because the connection is blocked.
+    pub fn blocked_error(&self, taken: &str) -> Error {
+        Error::new(
+            ErrorKind::Blocked,
+            format!(
+                "RabbitMQ blocked publishing on this connection (connection.blocked: a memory or disk alarm); {taken}"
+            ),
+        )
+        .with_context("endpoint", self.options.endpoint.clone())
     }
 
     /// A new channel on the live connection, within the connect timeout: lapin resolves an

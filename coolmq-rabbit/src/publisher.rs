@@ -137,6 +137,12 @@ impl RabbitPublisher {
             Ok(c) => c,
             Err(e) => return Err(SendError::new(e, message)),
         };
+        // A blocked connection reads nothing: refuse now, the message surely not taken,
+        // rather than let the send sit until its confirm timeout.
+        if self.link.blocked() {
+            let e = self.link.blocked_error("the message was not sent");
+            return Err(SendError::new(e, message));
+        }
         let (exchange, routing_key, extra) = match self.route(&channel, destination, delay).await {
             Ok(r) => r,
             Err(e) => return Err(SendError::new(e, message)),
@@ -168,6 +174,7 @@ impl RabbitPublisher {
             destination: destination.clone(),
             timeout: self.confirm_timeout,
             window_slot: Some(permit),
+            link: self.link.clone(),
         })
     }
 }
@@ -180,6 +187,8 @@ struct Transferred {
     timeout: Duration,
     /// The window slot, held until the outcome when the caller awaits it in the send.
     window_slot: Option<OwnedSemaphorePermit>,
+    /// Asked at a timeout whether the broker blocked the connection meanwhile.
+    link: Arc<Link>,
 }
 
 impl Transferred {
@@ -192,9 +201,13 @@ impl Transferred {
             destination,
             timeout,
             window_slot: _held_until_the_outcome,
+            link,
         } = self;
         let destination = &destination;
         let outcome = match tokio::time::timeout(timeout, confirm).await {
+            Err(_) if link.blocked() => {
+                Err(link.blocked_error("no confirm came; the broker may have taken the message"))
+            }
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(

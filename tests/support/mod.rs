@@ -1,6 +1,8 @@
 //! What the reliability tests measure, shared: resend what failed until the broker confirms it,
 //! then count which of the expected ids are in the queue.
 
+#![allow(dead_code)] // each test binary uses some of these helpers
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
