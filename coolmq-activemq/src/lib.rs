@@ -94,7 +94,9 @@ pub async fn connect(config: Config) -> Result<Broker> {
         // Classic can only fan a topic out to queues through static broker configuration
         // (virtual topics, composite destinations), which a client cannot declare.
         topics: options.flavor == Flavor::Artemis,
-        max_length: false,
+        // Artemis: address-full policy FAIL at max-size-messages, set through management.
+        // Classic's limits are broker-wide memory and store usage, not per-queue counts.
+        max_length: options.flavor == Flavor::Artemis,
         message_ttl: true,
         nested_headers: false,
         network: true,
@@ -129,6 +131,14 @@ impl Backend for ActiveMqBackend {
     }
 
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<()> {
+        if spec.max_length.is_some() && spec.overflow != coolmq_core::Overflow::RejectPublish {
+            // Artemis's full address refuses or drops the *new* message; it never drops the
+            // oldest.
+            return Err(coolmq_core::Error::unsupported(
+                "overflow drop-head",
+                "activemq (Artemis refuses new messages only)",
+            ));
+        }
         // ActiveMQ creates a durable anycast queue when a link attaches to its address.
         for name in std::iter::once(&spec.name).chain(spec.dead_letter_queue.iter()) {
             let sender = self.link.sender(&Destination::queue(name.as_str())).await?;
@@ -138,7 +148,7 @@ impl Backend for ActiveMqBackend {
             management::artemis_bind(&self.link, &spec.name, pattern).await?;
         }
         if self.link.options.flavor == Flavor::Artemis {
-            management::artemis_keep_deliveries(&self.link, &spec.name).await?;
+            management::artemis_queue_settings(&self.link, &spec.name, spec.max_length).await?;
         }
         Ok(())
     }

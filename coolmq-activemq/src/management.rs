@@ -277,11 +277,29 @@ pub(crate) async fn artemis_keep_deliveries(link: &Link, queue: &str) -> Result<
             return Ok(());
         }
     }
-    let settings = r#"{"maxDeliveryAttempts":-1}"#;
+    artemis_queue_settings(link, queue, None).await
+}
+
+/// Write the address settings of a queue declared by coolmq: deliveries kept (see
+/// [`artemis_keep_deliveries`]) and, for a `max_length`, Artemis's address-full policy `FAIL`
+/// at `max-size-messages`, so a send to a full queue is refused (reject-publish) instead of
+/// paged. The settings of one address are replaced as a whole, so a queue declared again
+/// without a limit loses it.
+pub(crate) async fn artemis_queue_settings(
+    link: &Link,
+    queue: &str,
+    max_length: Option<u64>,
+) -> Result<()> {
+    let settings = match max_length {
+        None => r#"{"maxDeliveryAttempts":-1}"#.to_string(),
+        Some(n) => format!(
+            r#"{{"maxDeliveryAttempts":-1,"maxSizeMessages":{n},"addressFullMessagePolicy":"FAIL"}}"#
+        ),
+    };
     artemis_broker_op(
         link,
         "addAddressSettings",
-        format!("[{}, {}]", json_str(queue), json_str(settings)),
+        format!("[{}, {}]", json_str(queue), json_str(&settings)),
     )
     .await
     .map(drop)
@@ -289,7 +307,7 @@ pub(crate) async fn artemis_keep_deliveries(link: &Link, queue: &str) -> Result<
         Error::new(
             ErrorKind::ConfigInvalid,
             format!(
-                "Artemis would move messages of {queue:?} to its own dead-letter address after                  `max-delivery-attempts` deliveries, behind coolmq's redelivery policy, and                  coolmq could not turn that off: set <max-delivery-attempts>-1</max-delivery-attempts>                  in an <address-setting> matching {queue:?} in broker.xml, or give coolmq's user                  the `manage` permission"
+                "coolmq could not set the address settings of {queue:?} on Artemis (without them Artemis would move messages to its own dead-letter address after `max-delivery-attempts` deliveries, and could not limit the queue's length): set <max-delivery-attempts>-1</max-delivery-attempts> in an <address-setting> matching {queue:?} in broker.xml, or give coolmq's user the `manage` permission"
             ),
         )
         .with_context("queue", queue)

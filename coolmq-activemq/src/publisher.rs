@@ -324,17 +324,30 @@ fn not_accepted(
         ),
         Some(Err(e)) => map(e, "outcome").set_temporary(true),
         Some(Ok(Outcome::Rejected(r))) => {
-            let condition = r
-                .error
-                .as_ref()
-                .map(|e| format!("{:?}", e.condition))
-                .unwrap_or_default();
-            let temporary = condition.contains("resource-limit");
+            let full = r.error.as_ref().is_some_and(|e| {
+                matches!(
+                    e.condition,
+                    fe2o3_amqp::types::definitions::ErrorCondition::AmqpError(
+                        fe2o3_amqp::types::definitions::AmqpError::ResourceLimitExceeded
+                    )
+                )
+            });
+            // A full address (Artemis's FAIL policy at a queue's max_length) is the AMQP
+            // 1.0 form of a reject-publish nack: temporary, the message handed back.
+            if full {
+                return Error::new(
+                    ErrorKind::Nacked,
+                    format!(
+                        "ActiveMQ refused the message, the queue is full: {:?}",
+                        r.error
+                    ),
+                );
+            }
             Error::new(
                 ErrorKind::Rejected,
                 format!("ActiveMQ rejected the message: {:?}", r.error),
             )
-            .set_temporary(temporary)
+            .set_temporary(false)
         }
         Some(Ok(Outcome::Released(_))) => Error::new(
             ErrorKind::Rejected,

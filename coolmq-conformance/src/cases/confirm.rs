@@ -53,6 +53,11 @@ pub(crate) fn cases() -> Vec<Case> {
         ),
         case!(
             "confirm",
+            full_queue_at_volume_nacks_exactly_the_overflow,
+            [CONFIRMS, MAX_LENGTH]
+        ),
+        case!(
+            "confirm",
             send_pipelined_injected_nack_returns_the_message,
             [CONFIRMS, FAULTS]
         ),
@@ -309,6 +314,65 @@ async fn send_pipelined_full_queue_nacks_only_the_overflow(ctx: Ctx) -> TestResu
         got.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
         vec!["f-1", "f-2"],
         "queue content"
+    );
+    Ok(())
+}
+
+/// `max_length` 100 with reject-publish and 1,000 pipelined sends: exactly the 900 beyond the
+/// limit are `Nacked`, each handing its own message back, and the queue holds the first 100.
+async fn full_queue_at_volume_nacks_exactly_the_overflow(ctx: Ctx) -> TestResult {
+    const LIMIT: u64 = 100;
+    const N: usize = 1000;
+    let spec = ctx.spec("full-volume").max_length(LIMIT);
+    ctx.declare(&spec).await?;
+    let p = ctx.publisher().await?;
+    let dest = Destination::queue(&spec.name);
+    let mut pending = Vec::with_capacity(N);
+    for i in 0..N {
+        let m = Message::new(format!("v{i}")).with_id(format!("v-{i}"));
+        pending.push(p.send_pipelined(&dest, m).await?);
+    }
+    let mut confirmed = Vec::new();
+    let mut nacked = Vec::new();
+    for (i, outcome) in futures::future::join_all(pending)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        match outcome {
+            Ok(receipt) => confirmed.push(receipt.message_id),
+            Err(e) => {
+                check_eq!(e.kind(), ErrorKind::Nacked, "send {i}: error kind");
+                check_eq!(
+                    e.message().id,
+                    format!("v-{i}"),
+                    "send {i}: its own message handed back"
+                );
+                let body = format!("v{i}");
+                check_eq!(
+                    &e.message().body[..],
+                    body.as_bytes(),
+                    "send {i}: body handed back"
+                );
+                nacked.push(i);
+            }
+        }
+    }
+    check_eq!(nacked.len(), N - LIMIT as usize, "nacked sends");
+    check_eq!(confirmed.len(), LIMIT as usize, "confirmed sends");
+    check_eq!(
+        ctx.broker.queue_depth(&spec.name).await?,
+        LIMIT,
+        "queue depth"
+    );
+    let got = ctx.drain(&spec.name, Duration::from_millis(500)).await?;
+    let mut held: Vec<String> = got.into_iter().map(|m| m.id).collect();
+    held.sort();
+    confirmed.sort();
+    check_eq!(
+        held,
+        confirmed,
+        "the queue holds exactly the confirmed messages"
     );
     Ok(())
 }
