@@ -116,6 +116,24 @@ async fn restart_loses_nothing(url: String, which: &'static str) -> TestResult {
     if lost > 0 {
         return Err(format!("{lost} messages lost").into());
     }
+    // Every failure was resent once confirmed; only those can have left a second copy.
+    if resent != errors {
+        return Err(format!("{resent} resent for {errors} failures").into());
+    }
+    if tally.duplicates > errors {
+        return Err(format!(
+            "{} duplicates, more than the {errors} failures",
+            tally.duplicates
+        )
+        .into());
+    }
+    if tally.received != N + tally.duplicates {
+        return Err(format!(
+            "received {} for {N} ids and {} duplicates",
+            tally.received, tally.duplicates
+        )
+        .into());
+    }
     Ok(())
 }
 

@@ -735,6 +735,25 @@ async fn sigkill_mid_relay_delivers_every_committed_row<DB: TestDb>() -> TestRes
             "lost={lost} rolled_back_delivered={rolled_back}"
         )));
     }
+    // The restarted relay publishes each row left pending once; a second copy can come only
+    // from the child's batch in flight at the kill (published, not yet deleted).
+    if stats.published != left {
+        return Err(fail(format!(
+            "the restarted relay published {} for {left} pending rows",
+            stats.published
+        )));
+    }
+    if duplicates > 50 {
+        return Err(fail(format!(
+            "{duplicates} duplicates, more than the child's batch of 50"
+        )));
+    }
+    if ids.len() != COMMITTED + duplicates {
+        return Err(fail(format!(
+            "received {} for {COMMITTED} rows and {duplicates} duplicates",
+            ids.len()
+        )));
+    }
     Ok(())
 }
 

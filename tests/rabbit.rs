@@ -79,6 +79,7 @@ async fn fault_close_all_connections() -> TestResult {
                 while done.load(Ordering::SeqCst) < mark {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
+                let started = Instant::now();
                 let out = tokio::task::spawn_blocking(|| {
                     run_cmd(
                         Command::new("rabbitmqctl")
@@ -87,7 +88,12 @@ async fn fault_close_all_connections() -> TestResult {
                 })
                 .await
                 .expect("join");
-                kills.push((Instant::now(), done.load(Ordering::SeqCst), out.map(drop)));
+                kills.push((
+                    started,
+                    Instant::now(),
+                    done.load(Ordering::SeqCst),
+                    out.map(drop),
+                ));
             }
             kills
         })
@@ -108,10 +114,23 @@ async fn fault_close_all_connections() -> TestResult {
     .await;
     let finished = run.finished;
     let kills = killer.await.map_err(|e| format!("killer: {e}"))?;
-    for (_, _, r) in &kills {
+    for (_, _, _, r) in &kills {
         r.as_ref().map_err(|e| format!("rabbitmqctl: {e:?}"))?;
     }
     let (hangs, kinds) = (run.hangs, run.kinds);
+    // Sends that failed after each kill and before the next (or the end): a kill that closed
+    // nothing would leave none.
+    let per_kill: Vec<usize> = kills
+        .iter()
+        .enumerate()
+        .map(|(k, (started, _, _, _))| {
+            let until = kills.get(k + 1).map_or(finished, |next| next.0);
+            run.error_times
+                .iter()
+                .filter(|t| **t >= *started && **t < until)
+                .count()
+        })
+        .collect();
     let errors = run.failed;
     let error_count = errors.len();
 
@@ -124,13 +143,14 @@ async fn fault_close_all_connections() -> TestResult {
     broker.delete_queue(&queue).await?;
     let (lost, duplicates) = (tally.lost, tally.duplicates);
     println!(
-        "rabbit fault test: sent={N} errors={error_count} {kinds:?} resent={resent} received={} \
-         lost={lost} duplicates={duplicates} hangs={hangs} kills_at_sends={:?} run={:?}",
+        "rabbit fault test: sent={N} errors={error_count} {kinds:?} errors_per_kill={per_kill:?} \
+         resent={resent} received={} lost={lost} duplicates={duplicates} hangs={hangs} \
+         kills_at_sends={:?} run={:?}",
         tally.received,
-        kills.iter().map(|k| k.1).collect::<Vec<_>>(),
+        kills.iter().map(|k| k.2).collect::<Vec<_>>(),
         finished - start
     );
-    if kills.iter().any(|(t, _, _)| *t > finished) {
+    if kills.iter().any(|(_, ended, _, _)| *ended > finished) {
         return Err("a connection kill landed after the run: the fault was not exercised".into());
     }
     if hangs > 0 {
@@ -138,6 +158,25 @@ async fn fault_close_all_connections() -> TestResult {
     }
     if lost > 0 {
         return Err(format!("{lost} confirmed-or-resent messages were lost").into());
+    }
+    if let Some(k) = per_kill.iter().position(|n| *n == 0) {
+        return Err(format!("kill {} made no send fail: it closed nothing", k + 1).into());
+    }
+    // Every failure was resent once confirmed; only those can have left a second copy.
+    if resent != error_count {
+        return Err(format!("{resent} resent for {error_count} failures").into());
+    }
+    if duplicates > error_count {
+        return Err(
+            format!("{duplicates} duplicates, more than the {error_count} failures").into(),
+        );
+    }
+    if tally.received != N + duplicates {
+        return Err(format!(
+            "received {} for {N} ids and {duplicates} duplicates",
+            tally.received
+        )
+        .into());
     }
     Ok(())
 }
@@ -218,6 +257,11 @@ async fn delay_full_work_queue_keeps_the_delayed_copy() -> TestResult {
     // the copy must arrive within 2 retries and a second of slack.
     let (second, waited) = next_within(&broker, &queue, Duration::from_secs(5)).await?;
     println!("delayed copy arrived {waited:?} after the queue had room");
+    expect(
+        "arrived within 2 retries + 1 s",
+        waited <= Duration::from_secs(5),
+        true,
+    )?;
     expect("delayed message", second.id.as_str(), "delayed")?;
     expect("left", broker.queue_depth(&queue).await?, 0)?;
     broker.delete_queue(&queue).await?;
@@ -245,6 +289,11 @@ async fn delay_deleted_work_queue_keeps_the_delayed_copy() -> TestResult {
     // Within 2 retries (2 s each on the test broker) and a second of slack.
     let (m, waited) = next_within(&broker, &queue, Duration::from_secs(5)).await?;
     println!("delayed copy arrived {waited:?} after the queue was declared again");
+    expect(
+        "arrived within 2 retries + 1 s",
+        waited <= Duration::from_secs(5),
+        true,
+    )?;
     expect("delayed message", m.id.as_str(), "delayed")?;
     expect("left", broker.queue_depth(&queue).await?, 0)?;
     broker.delete_queue(&queue).await?;

@@ -36,6 +36,10 @@ pub use inject::{memory_faults, Injector, InjectorFn};
 pub use proxy::FaultProxy;
 pub use runner::{run, run_report, run_with_args, trials, CaseReport, Outcome, Target};
 
+/// How much later than scheduled a delayed delivery or redelivery may arrive: a broker's
+/// scheduler tick and a loaded machine, never a lost timer.
+pub const DELAY_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `m` without the `traceparent` coolmq adds to a message sent without one: what the sender
 /// handed in, for comparing a handed-back message (which keeps the trace, so a resend
 /// continues it).

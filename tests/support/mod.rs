@@ -19,6 +19,8 @@ pub struct SendRun {
     pub failed: Vec<Message>,
     /// Failures by error kind.
     pub kinds: HashMap<String, usize>,
+    /// When each failure resolved, to tell which fault it followed.
+    pub error_times: Vec<Instant>,
     /// When the last send resolved.
     pub finished: Instant,
 }
@@ -45,7 +47,7 @@ pub async fn paced_sends(
                     tokio::time::timeout(Duration::from_secs(30), publisher.send(destination, m))
                         .await;
                 done.fetch_add(1, Ordering::SeqCst);
-                r
+                (r, Instant::now())
             }
         })
         .buffer_unordered(256)
@@ -55,13 +57,15 @@ pub async fn paced_sends(
         hangs: 0,
         failed: Vec::new(),
         kinds: HashMap::new(),
+        error_times: Vec::new(),
         finished: Instant::now(),
     };
-    for r in results {
+    for (r, at) in results {
         match r {
             Err(_) => run.hangs += 1,
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
+                run.error_times.push(at);
                 *run.kinds.entry(e.kind().to_string()).or_default() += 1;
                 run.failed.push(e.into_message());
             }

@@ -386,6 +386,11 @@ async fn retry_after_waits_then_redelivers(ctx: Ctx) -> TestResult {
         waited >= Duration::from_millis(600),
         "redelivered after {waited:?}, before the 600 ms delay"
     );
+    check!(
+        waited <= Duration::from_millis(600) + crate::DELAY_SLACK,
+        "redelivered after {waited:?}, later than the 600 ms delay + {:?}",
+        crate::DELAY_SLACK
+    );
     check_eq!(d.message().id, "l-1", "same id");
     check_eq!(d.attempt(), 2, "attempt");
     check!(d.redelivered(), "redelivered flag");
@@ -409,6 +414,11 @@ async fn delayed_send_arrives_after_the_delay(ctx: Ctx) -> TestResult {
     check!(
         waited >= Duration::from_millis(500),
         "arrived after {waited:?}, before the 500 ms delay"
+    );
+    check!(
+        waited <= Duration::from_millis(500) + crate::DELAY_SLACK,
+        "arrived after {waited:?}, later than the 500 ms delay + {:?}",
+        crate::DELAY_SLACK
     );
     d.ack().await?;
     Ok(())

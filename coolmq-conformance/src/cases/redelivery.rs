@@ -179,6 +179,11 @@ async fn always_failing_handler_is_dead_lettered_after_max(ctx: Ctx) -> TestResu
             gap >= min,
             "redelivery {k} came after {gap:?}, before the policy's {min:?}"
         );
+        check!(
+            gap <= min + crate::DELAY_SLACK,
+            "redelivery {k} came after {gap:?}, later than the policy's {min:?} + {:?}",
+            crate::DELAY_SLACK
+        );
     }
     let events = recorder.0.lock().unwrap().clone();
     check_eq!(events.len(), 1, "observer calls");
@@ -423,6 +428,11 @@ async fn waiting_retry_does_not_hold_back_later_messages(ctx: Ctx) -> TestResult
         gap >= Duration::from_millis(1000),
         "A retried after {gap:?}, before its 1 s delay"
     );
+    check!(
+        gap <= Duration::from_millis(1000) + crate::DELAY_SLACK,
+        "A retried after {gap:?}, later than its 1 s delay + {:?}",
+        crate::DELAY_SLACK
+    );
     Ok(())
 }
 
@@ -478,6 +488,11 @@ async fn waiting_retry_survives_a_consumer_restart(ctx: Ctx) -> TestResult {
     check!(
         gap >= Duration::from_millis(800),
         "retried after {gap:?}, before the 800 ms delay"
+    );
+    check!(
+        gap <= Duration::from_millis(800) + crate::DELAY_SLACK,
+        "retried after {gap:?}, later than the 800 ms delay + {:?}",
+        crate::DELAY_SLACK
     );
     Ok(())
 }
