@@ -303,9 +303,14 @@ async fn memory_conformance_table() -> TestResult {
     .await;
     std::fs::remove_file(&path)?;
     let out = out?;
-    if !out.contains("confirm::unroutable_queue_returns_the_message")
-        || !out.contains("11 passed, 0 failed")
-    {
+    // Every `confirm::` case of the suite is a row, and the memory broker passes each one it
+    // supports (one is for backends that make queues on send).
+    let cases = coolmq_conformance::cases()
+        .into_iter()
+        .filter(|c| c.full_name().starts_with("confirm::"))
+        .count();
+    let summary = format!("{} passed, 0 failed, 1 unsupported", cases - 1);
+    if !out.contains("confirm::unroutable_queue_returns_the_message") || !out.contains(&summary) {
         return Err(fail(format!("table:\n{out}")));
     }
     match cli(&[
