@@ -399,36 +399,58 @@ async fn consumer_process_killed_three_times(url: String, which: &'static str) -
         let stdout = child.stdout.take().expect("piped");
         // Kill at 2,500, 5,000 and 7,500 lines read; the last generation drains the rest.
         let kill_at = (generation < KILLS).then(|| (generation + 1) * N / (KILLS + 1));
+        // The reader records every line to the pipe's end: what a killed child printed (and
+        // acked) before it died is still in the pipe and counts.
+        let (reached_tx, reached) = tokio::sync::oneshot::channel::<usize>();
         let reader = {
             let seen = seen.clone();
             tokio::task::spawn_blocking(move || {
-                let mut lines = std::io::BufReader::new(stdout).lines();
-                while let Some(Ok(line)) = lines.next() {
+                let mut reached_tx = Some(reached_tx);
+                for line in std::io::BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
                     let (id, flag) = line.split_once(' ').unwrap_or((&line, "false"));
                     let mut s = seen.lock().expect("lock");
                     s.record(id, flag == "true");
                     let done = kill_at.is_some_and(|k| s.received >= k)
                         || (kill_at.is_none() && s.copies.len() >= N);
                     if done {
-                        return;
+                        if let Some(tx) = reached_tx.take() {
+                            let _ = tx.send(s.received);
+                        }
                     }
                 }
             })
         };
-        let read = tokio::time::timeout(Duration::from_secs(120), reader).await;
+        let waited = tokio::time::timeout(Duration::from_secs(120), reached).await;
         if kill_at.is_none() {
             // Every id arrived: a moment for stray copies, then stop the last one too.
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         child.kill()?; // SIGKILL
         let _ = child.wait();
-        if read.is_err() {
-            return Err(format!("generation {generation} stalled").into());
+        let drained = tokio::time::timeout(Duration::from_secs(10), reader).await;
+        let killed_at = match waited {
+            Ok(Ok(received)) => received,
+            _ => {
+                let depth = broker.queue_depth(&queue).await.ok();
+                let s = seen.lock().expect("lock");
+                return Err(format!(
+                    "generation {generation} stalled: {} received, {} distinct, queue depth {depth:?}",
+                    s.received,
+                    s.copies.len()
+                )
+                .into());
+            }
+        };
+        if drained.is_err() {
+            return Err(
+                format!("generation {generation}'s output did not end after its kill").into(),
+            );
         }
         if kill_at.is_none() {
             break;
         }
-        kills.push(seen.lock().expect("lock").received);
+        kills.push(killed_at);
         generation += 1;
     }
     let seen = std::mem::take(&mut *seen.lock().expect("lock"));
