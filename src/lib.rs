@@ -38,6 +38,7 @@
 #[cfg(feature = "cli")]
 extern crate self as coolmq;
 
+use coolmq_core::raw::{connect_with, Driver};
 pub use coolmq_core::*;
 
 #[cfg(feature = "activemq")]
@@ -60,36 +61,23 @@ pub mod cli;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-/// Every backend coolmq knows, with whether it is compiled into this build.
+/// Every backend coolmq knows, with whether it is compiled into this build: each compiled-in
+/// backend's own `DRIVER`; one that is not compiled in cannot be asked, so its schemes are
+/// named here to say which feature to enable.
 pub fn drivers() -> Vec<Driver> {
     vec![
-        Driver {
-            name: "memory",
-            schemes: &["memory"],
-            feature: "memory",
-            #[cfg(feature = "memory")]
-            connect: Some(|c| Box::pin(coolmq_memory::connect(c))),
-            #[cfg(not(feature = "memory"))]
-            connect: None,
-        },
-        Driver {
-            name: "rabbit",
-            schemes: &["amqp", "amqps"],
-            feature: "rabbit",
-            #[cfg(feature = "rabbit")]
-            connect: Some(|c| Box::pin(coolmq_rabbit::connect(c))),
-            #[cfg(not(feature = "rabbit"))]
-            connect: None,
-        },
-        Driver {
-            name: "activemq",
-            schemes: &["amqp1", "amqp1s"],
-            feature: "activemq",
-            #[cfg(feature = "activemq")]
-            connect: Some(|c| Box::pin(coolmq_activemq::connect(c))),
-            #[cfg(not(feature = "activemq"))]
-            connect: None,
-        },
+        #[cfg(feature = "memory")]
+        coolmq_memory::DRIVER,
+        #[cfg(not(feature = "memory"))]
+        Driver::disabled("memory", &["memory"], "memory"),
+        #[cfg(feature = "rabbit")]
+        coolmq_rabbit::DRIVER,
+        #[cfg(not(feature = "rabbit"))]
+        Driver::disabled("rabbit", &["amqp", "amqps"], "rabbit"),
+        #[cfg(feature = "activemq")]
+        coolmq_activemq::DRIVER,
+        #[cfg(not(feature = "activemq"))]
+        Driver::disabled("activemq", &["amqp1", "amqp1s"], "activemq"),
     ]
 }
 

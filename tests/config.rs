@@ -47,14 +47,16 @@ async fn unknown_scheme_lists_the_available_ones() {
 #[tokio::test]
 async fn scheme_without_its_feature_names_the_feature() {
     // A driver list in which the rabbit backend is known but not compiled in.
-    let drivers = [coolmq::Driver {
+    let drivers = [coolmq::raw::Driver {
         name: "rabbit",
         schemes: &["amqp", "amqps"],
         feature: "rabbit",
         connect: None,
     }];
     let config = Config::from_url("amqp://guest:secret@localhost:5672/%2f").unwrap();
-    let e = coolmq::connect_with(&drivers, &config).await.unwrap_err();
+    let e = coolmq::raw::connect_with(&drivers, &config)
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::FeatureDisabled);
     assert_eq!(e.context("feature"), Some("rabbit"));
     assert!(e.to_string().contains("enable the `rabbit` feature"), "{e}");

@@ -2,7 +2,8 @@
 //! gives AMQP 1.0 its own scheme and rewrites it for fe2o3; credentials select SASL PLAIN,
 //! none select ANONYMOUS.
 
-use coolmq_core::{parse_backend_url, parse_url_option, redact_url, Result};
+use coolmq_core::raw::{parse_backend_url, parse_url_option};
+use coolmq_core::{redact_url, Result};
 
 /// Artemis' default largest AMQP frame-assembled message is far larger; coolmq caps at 100 MiB,
 /// Classic's `wireFormat.maxFrameSize` in the project's configuration.

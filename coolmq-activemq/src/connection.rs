@@ -99,10 +99,7 @@ impl Link {
         f: impl AsyncFnOnce(&mut SessionHandle<()>) -> Result<T>,
     ) -> Result<T> {
         if self.closed.load(Ordering::SeqCst) {
-            return Err(
-                Error::new(ErrorKind::Closed, "the broker connection was closed")
-                    .set_temporary(false),
-            );
+            return Err(coolmq_core::raw::closed());
         }
         let mut live = self.live.lock().await;
         let dead = live

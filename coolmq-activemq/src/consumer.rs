@@ -8,10 +8,8 @@ use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coolmq_core::{
-    Acker, ConsumerBackend, Delivery, DeliveryContext, Destination, Error, ErrorKind, Message,
-    Result, SendOptions, TransactionBackend,
-};
+use coolmq_core::raw::{Acker, ConsumerBackend, TransactionBackend};
+use coolmq_core::{Destination, Error, ErrorKind, Message, Result, SendOptions};
 use fe2o3_amqp::link::delivery::DeliveryInfo;
 use fe2o3_amqp::types::messaging::{message::Body, Modified};
 use fe2o3_amqp::types::primitives::Value;
@@ -82,7 +80,6 @@ pub(crate) struct AmqConsumer {
     forwarder: Arc<AmqPublisher>,
     queue: String,
     prefetch: u32,
-    context: Arc<DeliveryContext>,
     current: Option<(mpsc::Sender<Command>, mpsc::Receiver<Result<Received>>)>,
     closed: bool,
 }
@@ -94,7 +91,6 @@ impl AmqConsumer {
         forwarder: Arc<AmqPublisher>,
         queue: &str,
         prefetch: u16,
-        context: Arc<DeliveryContext>,
     ) -> Result<Self> {
         let mut c = AmqConsumer {
             link,
@@ -103,7 +99,6 @@ impl AmqConsumer {
             forwarder,
             queue: queue.to_string(),
             prefetch: u32::from(prefetch),
-            context,
             current: None,
             closed: false,
         };
@@ -323,9 +318,7 @@ async fn return_one(
     (info, mut message, redeliveries): (DeliveryInfo, coolmq_core::Message, u32),
     returner: &Returner,
 ) {
-    let next =
-        coolmq_core::dead_letter::attempt_of(&message.headers, redeliveries).saturating_add(1);
-    coolmq_core::dead_letter::set_attempt(&mut message.headers, next);
+    coolmq_core::dead_letter::count_return(&mut message.headers, redeliveries);
     let destination = Destination::queue(returner.queue.clone());
     match returner
         .forwarder
@@ -347,16 +340,12 @@ async fn return_one(
 }
 
 fn stale() -> Error {
-    Error::new(
-        ErrorKind::StaleDelivery,
-        "the delivery's link has closed; ActiveMQ redelivers the message",
-    )
-    .set_temporary(false)
+    coolmq_core::raw::stale_delivery("receiver link")
 }
 
 #[async_trait]
 impl ConsumerBackend for AmqConsumer {
-    async fn recv(&mut self) -> Result<Option<Delivery>> {
+    async fn recv(&mut self) -> Result<Option<coolmq_core::raw::Received>> {
         loop {
             if self.closed {
                 return Ok(None);
@@ -373,20 +362,13 @@ impl ConsumerBackend for AmqConsumer {
                         forwarder: self.forwarder.clone(),
                         flavor: self.link.options.flavor,
                     };
-                    let delivery = Delivery::new(
-                        message,
-                        redeliveries > 0,
-                        redeliveries,
-                        self.context.clone(),
-                        Box::new(acker),
-                    );
                     // Artemis counts every delivery (`delivery-count`); Classic keeps its
                     // count on the link, and a consumer that died leaves the message only
                     // flagged: the core checkpoints such copies.
-                    return Ok(Some(match self.link.options.flavor {
-                        Flavor::Artemis => delivery,
-                        Flavor::Classic => delivery.count_is_lower_bound(),
-                    }));
+                    let mut received =
+                        coolmq_core::raw::Received::counted(message, redeliveries, Box::new(acker));
+                    received.exact_count = self.link.options.flavor == Flavor::Artemis;
+                    return Ok(Some(received));
                 }
                 Some(Err(e)) => {
                     self.current = None;
@@ -486,7 +468,7 @@ impl Acker for AmqAcker {
                     .forwarder
                     .publish(destination, replacement, options.delay)
                     .await;
-                return coolmq_core::ack_after_forward(self, published).await;
+                return coolmq_core::raw::ack_after_forward(self, published).await;
             }
         };
         if let Err(e) = tx

@@ -42,10 +42,8 @@ mod transaction;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coolmq_core::{
-    Backend, BackendInfo, Broker, Capabilities, Config, ConsumerBackend, ConsumerOptions,
-    DeliveryContext, Destination, PublisherBackend, QueueSpec, Result,
-};
+use coolmq_core::raw::{Backend, BackendInfo, ConsumerBackend, PublisherBackend};
+use coolmq_core::{Broker, Capabilities, Config, ConsumerOptions, Destination, QueueSpec, Result};
 
 pub use config::{ActiveMqOptions, DEFAULT_MAX_MESSAGE_SIZE};
 use connection::Link;
@@ -55,6 +53,11 @@ use publisher::{AmqPublisher, PublisherHandle};
 
 /// URL schemes served by this backend.
 pub const SCHEMES: &[&str] = &["amqp1", "amqp1s"];
+
+/// This backend for the facade's driver list (`coolmq::drivers()`): name, schemes, the
+/// `coolmq` feature that compiles it in, and [`connect`].
+pub const DRIVER: coolmq_core::raw::Driver =
+    coolmq_core::raw::Driver::new("activemq", SCHEMES, "activemq", |c| Box::pin(connect(c)));
 
 /// A connection to ActiveMQ: the [`Backend`] implementation.
 pub struct ActiveMqBackend {
@@ -121,7 +124,7 @@ pub async fn connect(config: Config) -> Result<Broker> {
         forwarder,
         config: config.clone(),
     };
-    Ok(Broker::new(Arc::new(backend), config))
+    Ok(coolmq_core::raw::into_broker(Arc::new(backend), config))
 }
 
 #[async_trait]
@@ -181,14 +184,12 @@ impl Backend for ActiveMqBackend {
             // A queue declared elsewhere gets the same protection before its first delivery.
             management::artemis_keep_deliveries(&self.link, queue).await?;
         }
-        let context = Arc::new(DeliveryContext::new(&self.info, queue, options));
         let consumer = AmqConsumer::open(
             self.link.clone(),
             self.receivers.clone(),
             self.forwarder.clone(),
             queue,
             options.prefetch,
-            context,
         )
         .await?;
         Ok(Box::new(consumer))

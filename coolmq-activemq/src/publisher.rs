@@ -15,9 +15,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coolmq_core::raw::{BackendConfirm, PipelinedStart, PublisherBackend, TransactionBackend};
 use coolmq_core::{
-    BackendConfirm, Destination, Error, ErrorKind, Message, PipelinedStart, PublisherBackend,
-    Receipt, Result, SendError, SendOptions, TransactionBackend,
+    Destination, Error, ErrorKind, Message, Receipt, Result, SendError, SendOptions,
 };
 use fe2o3_amqp::types::messaging::Outcome;
 use tokio::sync::Mutex;
@@ -318,10 +318,7 @@ fn not_accepted(
     timeout: Duration,
 ) -> Error {
     match outcome {
-        None => Error::new(
-            ErrorKind::Timeout,
-            format!("no outcome within {timeout:?}; the broker may have taken the message"),
-        ),
+        None => coolmq_core::raw::confirm_timeout(timeout),
         Some(Err(e)) => map(e, "outcome").set_temporary(true),
         Some(Ok(Outcome::Rejected(r))) => {
             let full = r.error.as_ref().is_some_and(|e| {

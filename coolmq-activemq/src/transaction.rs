@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coolmq_core::{
-    Delivery, Destination, Error, ErrorKind, Message, Result, SendError, TransactionBackend,
-};
+use coolmq_core::raw::{Acker, TransactionBackend};
+use coolmq_core::{Destination, Error, ErrorKind, Message, Result, SendError};
 use fe2o3_amqp::transaction::{TransactionDischarge, TransactionPosting};
 use fe2o3_amqp::types::messaging::Outcome;
 use fe2o3_amqp::Sender;
@@ -91,8 +90,8 @@ impl TransactionBackend for AmqTransaction {
         self.send_delayed(destination, message, None).await
     }
 
-    async fn ack(&mut self, delivery: Delivery) -> Result<()> {
-        match delivery.into_acker().into_any().downcast::<AmqAcker>() {
+    async fn ack(&mut self, acker: Box<dyn Acker>) -> Result<()> {
+        match acker.into_any().downcast::<AmqAcker>() {
             Ok(acker) => acker.accept_in(self.txn.clone()).await,
             Err(_) => Err(Error::new(
                 ErrorKind::Unsupported,

@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use coolmq_core::raw::ConnectFn;
 use coolmq_core::{
-    Broker, Config, ConnectFn, Consumer, Delivery, Destination, Message, Publisher, QueueSpec,
-    Result,
+    Broker, Config, Consumer, Delivery, Destination, Message, Publisher, QueueSpec, Result,
 };
 
 use crate::{Failed, FaultProxy, Injector, TestResult};

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use coolmq_core::{Config, ConnectFn};
+use coolmq_core::raw::ConnectFn;
+use coolmq_core::Config;
 use libtest_mimic::{Arguments, Failed as MimicFailed, Trial};
 use tokio::runtime::Runtime;
 

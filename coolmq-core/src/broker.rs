@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use crate::backend::Backend;
+use crate::raw::Backend;
 use crate::{
     Capabilities, Config, Consumer, ConsumerOptions, Error, Publisher, QueueSpec, Result,
     WorkerBuilder,
@@ -32,8 +32,9 @@ impl fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// Wrap a connected backend with the configuration it was made from.
-    pub fn new(backend: Arc<dyn Backend>, config: Config) -> Self {
+    /// Wrap a connected backend with the configuration it was made from
+    /// ([`crate::raw::into_broker`]).
+    pub(crate) fn new(backend: Arc<dyn Backend>, config: Config) -> Self {
         Broker {
             backend,
             config: Arc::new(config),
@@ -149,7 +150,8 @@ impl Broker {
             dead_letter_queue: self.dead_letter_queue_of(queue),
         };
         let inner = self.backend.consumer(queue, &options).await?;
-        Ok(Consumer::new(inner, queue))
+        let context = crate::delivery::DeliveryContext::new(self.backend.info(), queue, &options);
+        Ok(Consumer::new(inner, context))
     }
 
     /// Start building a worker that runs a handler for every delivery of `queue`.

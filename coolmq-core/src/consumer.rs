@@ -1,8 +1,10 @@
 //! Receiving with manual acknowledgement and bounded prefetch.
 
 use std::fmt;
+use std::sync::Arc;
 
-use crate::backend::ConsumerBackend;
+use crate::delivery::DeliveryContext;
+use crate::raw::ConsumerBackend;
 use crate::{Delivery, Result};
 
 /// Default prefetch: RabbitMQ's docs find 100–300 optimal; fe2o3's default credit is 200.
@@ -22,6 +24,7 @@ pub struct ConsumerOptions {
 pub struct Consumer {
     inner: Box<dyn ConsumerBackend>,
     queue: String,
+    context: Arc<DeliveryContext>,
     /// The message whose checkpoint failed last: handed out as it is when it comes back.
     failed_checkpoint: Option<String>,
 }
@@ -36,10 +39,11 @@ impl fmt::Debug for Consumer {
 
 impl Consumer {
     /// Wrap a backend consumer.
-    pub fn new(inner: Box<dyn ConsumerBackend>, queue: impl Into<String>) -> Self {
+    pub(crate) fn new(inner: Box<dyn ConsumerBackend>, context: DeliveryContext) -> Self {
         Consumer {
             inner,
-            queue: queue.into(),
+            queue: context.queue.clone(),
+            context: Arc::new(context),
             failed_checkpoint: None,
         }
     }
@@ -60,7 +64,8 @@ impl Consumer {
     /// attempt then a lower bound) rather than checkpointed again in a loop.
     pub async fn recv(&mut self) -> Result<Option<Delivery>> {
         let delivery = loop {
-            match self.inner.recv().await? {
+            let received = self.inner.recv().await?;
+            match received.map(|r| Delivery::from_raw(r, self.context.clone())) {
                 Some(d)
                     if d.needs_checkpoint()
                         && self.failed_checkpoint.as_deref() != Some(&d.message().id) =>

@@ -41,6 +41,13 @@ pub fn set_attempt(headers: &mut Headers, attempt: u32) {
     );
 }
 
+/// Prepare a copy of a delivery that is being returned to its queue as a counted attempt
+/// (its broker would return it uncounted): the copy's next delivery is one attempt later.
+pub fn count_return(headers: &mut Headers, broker_redeliveries: u32) {
+    let next = attempt_of(headers, broker_redeliveries).saturating_add(1);
+    set_attempt(headers, next);
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -142,6 +149,15 @@ mod tests {
         assert_eq!(attempt_of(&m.headers, 2), 3);
         m.headers.insert(ATTEMPT_HEADER.into(), HeaderValue::I32(4));
         assert_eq!(attempt_of(&m.headers, 1), 5);
+    }
+
+    #[test]
+    fn a_counted_return_is_one_attempt_later() {
+        let mut m = Message::new("x");
+        count_return(&mut m.headers, 0);
+        assert_eq!(attempt_of(&m.headers, 0), 2);
+        count_return(&mut m.headers, 2); // delivered twice more before this return
+        assert_eq!(attempt_of(&m.headers, 0), 5);
     }
 
     #[test]

@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use tracing::Instrument;
 
-use crate::backend::Acker;
 use crate::dead_letter::{
     record_failure, set_attempt, DeadLetterEvent, ATTEMPTS_HEADER, ATTEMPT_HEADER,
     ORIGIN_QUEUE_HEADER,
 };
+use crate::raw::Acker;
 use crate::{
     Capabilities, Destination, Error, ErrorKind, HeaderValue, Message, Result, SendOptions,
     TraceContext,
@@ -31,7 +31,7 @@ pub enum Nack {
 
 /// What a consumer knows about where its deliveries come from; shared by its deliveries.
 #[derive(Debug, Clone)]
-pub struct DeliveryContext {
+pub(crate) struct DeliveryContext {
     /// The queue consumed.
     pub queue: String,
     /// Its dead-letter queue, if it has one.
@@ -45,7 +45,11 @@ pub struct DeliveryContext {
 
 impl DeliveryContext {
     /// The context of a consumer of `queue` on the backend described by `info`.
-    pub fn new(info: &crate::BackendInfo, queue: &str, options: &crate::ConsumerOptions) -> Self {
+    pub fn new(
+        info: &crate::raw::BackendInfo,
+        queue: &str,
+        options: &crate::ConsumerOptions,
+    ) -> Self {
         DeliveryContext {
             queue: queue.to_string(),
             dead_letter_queue: options.dead_letter_queue.clone(),
@@ -101,35 +105,26 @@ impl fmt::Debug for Delivery {
 }
 
 impl Delivery {
-    /// Build a delivery (backends call this). `broker_redeliveries` is how often the broker
-    /// has delivered this copy before; the attempt adds coolmq's attempt header.
-    pub fn new(
-        message: Message,
-        redelivered: bool,
-        broker_redeliveries: u32,
-        context: Arc<DeliveryContext>,
-        acker: Box<dyn Acker>,
-    ) -> Self {
+    /// A backend's received message as the application sees it: the attempt adds coolmq's
+    /// attempt header to how often the broker delivered this copy before.
+    pub(crate) fn from_raw(received: crate::raw::Received, context: Arc<DeliveryContext>) -> Self {
+        let crate::raw::Received {
+            message,
+            redelivered,
+            broker_redeliveries,
+            exact_count,
+            acker,
+        } = received;
         let attempt = crate::dead_letter::attempt_of(&message.headers, broker_redeliveries);
         Delivery {
             message,
             redelivered: redelivered || attempt > 1,
             attempt,
             broker_redeliveries,
-            exact_count: true,
+            exact_count,
             context,
             acker: Some(acker),
         }
-    }
-
-    /// Mark the broker's redelivery count as a lower bound: the broker only flags that this
-    /// copy was delivered before (RabbitMQ classic queues, ActiveMQ Classic over AMQP), not how
-    /// often. [`crate::Consumer::recv`] then never hands such a copy to the application:
-    /// it republishes it with its attempt number and acknowledges the original (a
-    /// checkpoint), so a consumer that dies on a message still counts every delivery.
-    pub fn count_is_lower_bound(mut self) -> Self {
-        self.exact_count = false;
-        self
     }
 
     /// Whether this copy must be checkpointed before the application sees it: its broker
@@ -329,8 +324,8 @@ impl Delivery {
         record_failure(&mut self.message, error, SystemTime::now());
     }
 
-    /// For backends' transactional ack: the acker, leaving the delivery settled.
-    pub fn into_acker(mut self) -> Box<dyn Acker> {
+    /// For a transactional ack: the acker, leaving the delivery settled.
+    pub(crate) fn into_acker(mut self) -> Box<dyn Acker> {
         self.take_acker()
     }
 }

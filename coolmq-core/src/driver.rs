@@ -8,7 +8,8 @@ use crate::{config::parse_url, Broker, Config, Error, ErrorKind, Result};
 /// Connects a [`Config`] to a backend.
 pub type ConnectFn = fn(Config) -> BoxFuture<'static, Result<Broker>>;
 
-/// One backend coolmq knows about, compiled in or not.
+/// One backend coolmq knows about, compiled in or not. Each backend crate exports its own
+/// as `DRIVER`; the facade lists them.
 #[derive(Debug, Clone, Copy)]
 pub struct Driver {
     /// The backend's name.
@@ -19,6 +20,38 @@ pub struct Driver {
     pub feature: &'static str,
     /// `Some` when compiled in.
     pub connect: Option<ConnectFn>,
+}
+
+impl Driver {
+    /// A backend's driver, compiled in.
+    pub const fn new(
+        name: &'static str,
+        schemes: &'static [&'static str],
+        feature: &'static str,
+        connect: ConnectFn,
+    ) -> Self {
+        Driver {
+            name,
+            schemes,
+            feature,
+            connect: Some(connect),
+        }
+    }
+
+    /// A backend that is not compiled in: its crate cannot be asked, so the facade names its
+    /// schemes to tell which feature to enable.
+    pub const fn disabled(
+        name: &'static str,
+        schemes: &'static [&'static str],
+        feature: &'static str,
+    ) -> Self {
+        Driver {
+            name,
+            schemes,
+            feature,
+            connect: None,
+        }
+    }
 }
 
 /// Connect using the first driver serving the URL's scheme.

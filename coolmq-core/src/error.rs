@@ -223,3 +223,28 @@ impl fmt::Debug for Error {
         fmt::Display::fmt(self, f)
     }
 }
+
+/// The error of settling a delivery whose consumer, channel, link or connection has closed
+/// (`what` names which): the broker redelivers the message, so settling it now is impossible.
+/// Shared by every backend so the contract's wording is one.
+pub fn stale_delivery(what: &str) -> Error {
+    Error::new(
+        ErrorKind::StaleDelivery,
+        format!("the delivery's {what} has closed; the broker redelivers the message"),
+    )
+    .set_temporary(false)
+}
+
+/// The error of an operation on a connection the application closed.
+pub fn closed() -> Error {
+    Error::new(ErrorKind::Closed, "the broker connection was closed").set_temporary(false)
+}
+
+/// The error of a send whose confirm did not come within `timeout`: its outcome is unknown,
+/// so the message is handed back for a resend with the same id.
+pub fn confirm_timeout(timeout: std::time::Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("no confirm within {timeout:?}; the broker may have taken the message"),
+    )
+}

@@ -4,14 +4,13 @@
 //! [`Broker`] handle applications hold, with its [`Publisher`] (confirmed sends that hand the
 //! message back on failure), [`Transaction`], [`Consumer`] and [`Delivery`] (settled exactly
 //! once, requeued when dropped); the ActiveMQ-style [`RedeliveryPolicy`]; the [`Worker`] that
-//! applies it and dead-letters to `DLQ.<queue>`; the one [`Error`] type; and the
-//! [`backend`] traits each broker implements.
+//! applies it and dead-letters to `DLQ.<queue>`; and the one [`Error`] type. The traits each
+//! broker implements are apart, in [`raw`].
 //!
 //! Applications depend on the `coolmq` facade crate; backends depend on this one.
 #![deny(missing_docs)]
 
 mod address;
-pub mod backend;
 mod broker;
 mod capability;
 mod config;
@@ -26,6 +25,7 @@ mod headers;
 mod message;
 pub mod observe;
 mod publisher;
+pub mod raw;
 mod redelivery;
 mod topology;
 mod trace;
@@ -33,25 +33,18 @@ mod transaction;
 mod worker;
 
 pub use address::{topic_matches, Destination};
-pub use backend::{
-    Acker, Backend, BackendInfo, ConsumerBackend, PipelinedStart, PublisherBackend,
-    TransactionBackend,
-};
 pub use broker::Broker;
 pub use capability::Capabilities;
-pub use config::{
-    parse_backend_url, parse_url, parse_url_option, redact_url, Config, ENV_CONFIG_FILE, ENV_PREFIX,
-};
-pub use confirm::{BackendConfirm, PendingConfirm};
+pub use config::{parse_url, redact_url, Config, ENV_CONFIG_FILE, ENV_PREFIX};
+pub use confirm::PendingConfirm;
 pub use consumer::{Consumer, ConsumerOptions, DEFAULT_PREFETCH};
 pub use dead_letter::{DeadLetterEvent, DeadLetterObserver, LogObserver};
-pub use delivery::{ack_after_forward, Delivery, DeliveryContext, Nack};
-pub use driver::{connect_with, ConnectFn, Driver};
+pub use delivery::{Delivery, Nack};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use headers::{HeaderValue, Headers};
 pub use message::{new_message_id, truncate_to_millis, Message, JSON_CONTENT_TYPE};
 pub use publisher::{Publisher, Receipt, SendError, SendOptions};
-pub use redelivery::{PolicyOverride, RedeliveryPolicy, RedeliveryPolicyMap};
+pub use redelivery::{Decision, PolicyOverride, RedeliveryPolicy, RedeliveryPolicyMap};
 pub use topology::{
     dead_letter_queue_name, Overflow, QueueKind, QueueSpec, DEFAULT_DEAD_LETTER_PREFIX,
 };

@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{PipelinedStart, PublisherBackend};
 use crate::confirm::{Observed, PendingConfirm};
+use crate::raw::{PipelinedStart, PublisherBackend};
 use tracing::Instrument;
 
 use crate::{Capabilities, Destination, Error, ErrorKind, Message, Result, Transaction};
@@ -126,7 +126,7 @@ impl fmt::Debug for Publisher {
 
 impl Publisher {
     /// Wrap a backend publisher.
-    pub fn new(
+    pub(crate) fn new(
         inner: Arc<dyn PublisherBackend>,
         capabilities: Capabilities,
         backend: &'static str,

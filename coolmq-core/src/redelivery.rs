@@ -61,6 +61,23 @@ impl Default for RedeliveryPolicy {
     }
 }
 
+/// `d × factor`, saturating at `Duration::MAX`: an unlimited policy with exponential backoff and
+/// no maximum delay grows past what a `Duration` holds, and that must never panic.
+fn scaled(d: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
+
+/// What the worker does with a failed delivery ([`RedeliveryPolicy::decide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Redeliver it after this delay (the broker holds a copy; nothing else waits).
+    RetryAfter(Duration),
+    /// Return it to its queue now (a backend without delayed delivery).
+    Requeue,
+    /// Move it to its dead-letter queue with the failure metadata.
+    DeadLetter,
+}
+
 impl RedeliveryPolicy {
     /// Whether a message that just failed on delivery `attempt` (1 = first delivery) has used
     /// up its redeliveries and must go to the dead-letter queue.
@@ -82,7 +99,13 @@ impl RedeliveryPolicy {
     pub fn delay_for(&self, redelivery: u32) -> Duration {
         let mut delay = self.initial_redelivery_delay;
         for _ in 1..redelivery.max(1) {
-            delay = self.next_delay(delay);
+            let next = self.next_delay(delay);
+            if next == delay {
+                // A fixed point (no backoff, the cap, or saturated): the rest of the loop
+                // would change nothing, and an unlimited policy's attempts can be many.
+                return next;
+            }
+            delay = next;
         }
         delay
     }
@@ -90,20 +113,47 @@ impl RedeliveryPolicy {
     /// The delay before redelivery number `redelivery`, randomized when collision avoidance is
     /// on. This is what the worker uses.
     pub fn jittered_delay_for(&self, redelivery: u32) -> Duration {
+        self.delay_with(redelivery, fastrand::f64())
+    }
+
+    /// [`RedeliveryPolicy::delay_for`] scaled by collision avoidance, with `random` (in
+    /// `0.0..1.0`) choosing where in `1 ± collision_avoidance_factor`.
+    fn delay_with(&self, redelivery: u32, random: f64) -> Duration {
         let delay = self.delay_for(redelivery);
         if !self.use_collision_avoidance || self.collision_avoidance_factor == 0.0 {
             return delay;
         }
         let f = self.collision_avoidance_factor;
-        let scale = 1.0 + (fastrand::f64() * 2.0 - 1.0) * f;
-        delay.mul_f64(scale.max(0.0))
+        let scale = 1.0 + (random * 2.0 - 1.0) * f;
+        scaled(delay, scale.max(0.0))
+    }
+
+    /// What to do with a delivery whose handler failed on `attempt`: a pure function of the
+    /// policy, the attempt and the failure (tower's `retry::Policy` as a value), so the
+    /// worker's loop only carries it out. `permanent` failures skip redelivery; a backend
+    /// without `delayed_delivery` requeues at once; `random` (in `0.0..1.0`) places the
+    /// collision-avoidance jitter.
+    pub fn decide(
+        &self,
+        attempt: u32,
+        permanent: bool,
+        delayed_delivery: bool,
+        random: f64,
+    ) -> Decision {
+        if permanent || self.should_dead_letter(attempt) {
+            Decision::DeadLetter
+        } else if delayed_delivery {
+            Decision::RetryAfter(self.delay_with(attempt, random))
+        } else {
+            Decision::Requeue
+        }
     }
 
     fn next_delay(&self, previous: Duration) -> Duration {
         if previous.is_zero() || !self.use_exponential_backoff || self.backoff_multiplier <= 1.0 {
             return self.redelivery_delay;
         }
-        let next = previous.mul_f64(self.backoff_multiplier);
+        let next = scaled(previous, self.backoff_multiplier);
         match self.maximum_redelivery_delay {
             Some(max) if next > max => max.max(self.redelivery_delay),
             _ => next,
@@ -252,6 +302,56 @@ impl RedeliveryPolicyMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decide_follows_attempts_permanence_and_capability() {
+        let p = RedeliveryPolicy {
+            maximum_redeliveries: 2,
+            initial_redelivery_delay: Duration::from_millis(100),
+            redelivery_delay: Duration::from_millis(100),
+            use_exponential_backoff: true,
+            backoff_multiplier: 2.0,
+            use_collision_avoidance: false,
+            ..RedeliveryPolicy::default()
+        };
+        assert_eq!(
+            p.decide(1, false, true, 0.5),
+            Decision::RetryAfter(Duration::from_millis(100))
+        );
+        assert_eq!(
+            p.decide(2, false, true, 0.5),
+            Decision::RetryAfter(Duration::from_millis(200))
+        );
+        assert_eq!(p.decide(3, false, true, 0.5), Decision::DeadLetter);
+        assert_eq!(p.decide(1, true, true, 0.5), Decision::DeadLetter);
+        assert_eq!(p.decide(1, false, false, 0.5), Decision::Requeue);
+        let unlimited = RedeliveryPolicy {
+            maximum_redeliveries: -1,
+            ..p.clone()
+        };
+        assert!(matches!(
+            unlimited.decide(1_000, false, true, 0.5),
+            Decision::RetryAfter(_)
+        ));
+    }
+
+    #[test]
+    fn decide_places_the_jitter_within_the_factor() {
+        let p = RedeliveryPolicy {
+            initial_redelivery_delay: Duration::from_millis(1000),
+            use_collision_avoidance: true,
+            collision_avoidance_factor: 0.15,
+            ..RedeliveryPolicy::default()
+        };
+        assert_eq!(
+            p.decide(1, false, true, 0.0),
+            Decision::RetryAfter(Duration::from_millis(850))
+        );
+        assert_eq!(
+            p.decide(1, false, true, 0.5),
+            Decision::RetryAfter(Duration::from_millis(1000))
+        );
+    }
 
     #[test]
     fn activemq_defaults() {

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use crate::backend::TransactionBackend;
 use crate::publisher::check_send;
+use crate::raw::TransactionBackend;
 use crate::{Capabilities, Delivery, Destination, Error, Message, Result, SendError, SendOptions};
 
 /// An open broker transaction. Nothing sent in it is visible until [`Transaction::commit`];
@@ -70,7 +70,7 @@ impl Transaction {
             // Dropping the delivery requeues it: nothing is lost.
             return Err(Error::unsupported("transactional ack", self.backend));
         }
-        self.inner().ack(delivery).await
+        self.inner().ack(delivery.into_acker()).await
     }
 
     /// Commit: everything sent becomes visible at once.

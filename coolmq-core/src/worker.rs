@@ -15,7 +15,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::dead_letter::{DeadLetterObserver, LogObserver};
-use crate::{BoxError, Broker, Consumer, Delivery, Message, Nack, RedeliveryPolicy, Result};
+use crate::{
+    BoxError, Broker, Consumer, Decision, Delivery, Message, Nack, RedeliveryPolicy, Result,
+};
 
 /// Why a handler failed. Converts from any error; [`HandlerError::permanent`] skips the
 /// remaining redeliveries and dead-letters at once (Spring's
@@ -461,25 +463,28 @@ async fn dead_letter(shared: &Shared, delivery: Delivery, reason: String) {
 async fn fail(shared: &Shared, mut delivery: Delivery, reason: String, permanent: bool) {
     let stats = &shared.stats;
     let attempt = delivery.attempt();
-    if permanent || shared.policy.should_dead_letter(attempt) {
-        dead_letter(shared, delivery, reason).await;
-        return;
-    }
-    let delay = shared.policy.jittered_delay_for(attempt);
+    let how = match shared.policy.decide(
+        attempt,
+        permanent,
+        delivery.capabilities().delayed_delivery,
+        fastrand::f64(),
+    ) {
+        Decision::DeadLetter => {
+            dead_letter(shared, delivery, reason).await;
+            return;
+        }
+        Decision::RetryAfter(delay) => Nack::RetryAfter(delay),
+        Decision::Requeue => Nack::Requeue,
+    };
     tracing::debug_span!(
         "coolmq.redelivery",
         queue = %delivery.queue(),
         message_id = %delivery.message().id,
         attempt,
-        ?delay,
+        ?how,
     )
     .in_scope(|| tracing::debug!(%reason, "handler failed; redelivering later"));
     delivery.record_failure(&reason);
-    let how = if delivery.capabilities().delayed_delivery {
-        Nack::RetryAfter(delay)
-    } else {
-        Nack::Requeue
-    };
     match delivery.nack(how).await {
         Ok(()) => bump(&stats.retried),
         Err(e) => {

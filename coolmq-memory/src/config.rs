@@ -1,6 +1,7 @@
 //! `memory://` URL options.
 
-use coolmq_core::{parse_backend_url, parse_url_option, Error, Result};
+use coolmq_core::raw::{parse_backend_url, parse_url_option};
+use coolmq_core::{Error, Result};
 
 /// Default largest message: 16 MiB (RabbitMQ 4's default `max_message_size`).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;

@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coolmq_core::{
-    Backend, BackendInfo, Capabilities, Config, ConsumerBackend, ConsumerOptions, DeliveryContext,
-    PublisherBackend, QueueSpec, Result,
-};
+use coolmq_core::raw::{Backend, BackendInfo, ConsumerBackend, PublisherBackend};
+use coolmq_core::{Capabilities, Config, ConsumerOptions, QueueSpec, Result};
 
 use crate::consumer::MemoryConsumer;
 use crate::engine::{Closed, Engine};
@@ -98,12 +96,7 @@ impl Backend for MemoryConnection {
         let id = self
             .engine
             .add_consumer(queue, self.id, options.prefetch.into())?;
-        let context = Arc::new(DeliveryContext::new(&self.info, queue, options));
-        Ok(Box::new(MemoryConsumer::new(
-            self.engine.clone(),
-            id,
-            context,
-        )))
+        Ok(Box::new(MemoryConsumer::new(self.engine.clone(), id)))
     }
 
     async fn close(&self) -> Result<()> {

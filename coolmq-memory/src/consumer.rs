@@ -5,25 +5,22 @@ use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coolmq_core::{
-    Acker, ConsumerBackend, Delivery, DeliveryContext, Destination, Message, Result, SendOptions,
-};
+use coolmq_core::raw::{Acker, ConsumerBackend, Received};
+use coolmq_core::{Destination, Message, Result, SendOptions};
 
 use crate::engine::{Engine, Take};
 
 pub(crate) struct MemoryConsumer {
     engine: Arc<Engine>,
     id: u64,
-    context: Arc<DeliveryContext>,
     closed: bool,
 }
 
 impl MemoryConsumer {
-    pub fn new(engine: Arc<Engine>, id: u64, context: Arc<DeliveryContext>) -> Self {
+    pub fn new(engine: Arc<Engine>, id: u64) -> Self {
         MemoryConsumer {
             engine,
             id,
-            context,
             closed: false,
         }
     }
@@ -31,7 +28,7 @@ impl MemoryConsumer {
 
 #[async_trait]
 impl ConsumerBackend for MemoryConsumer {
-    async fn recv(&mut self) -> Result<Option<Delivery>> {
+    async fn recv(&mut self) -> Result<Option<Received>> {
         if self.closed {
             return Ok(None);
         }
@@ -48,11 +45,9 @@ impl ConsumerBackend for MemoryConsumer {
                         tag,
                     };
                     let redeliveries = stored.delivery_count - 1;
-                    return Ok(Some(Delivery::new(
+                    return Ok(Some(Received::counted(
                         stored.message,
-                        redeliveries > 0,
                         redeliveries,
-                        self.context.clone(),
                         Box::new(acker),
                     )));
                 }

@@ -440,11 +440,7 @@ impl Engine {
 }
 
 fn stale() -> Error {
-    Error::new(
-        ErrorKind::StaleDelivery,
-        "the delivery's consumer or connection has closed; the broker redelivers the message",
-    )
-    .set_temporary(false)
+    coolmq_core::raw::stale_delivery("consumer or connection")
 }
 
 fn settle_locked(inner: &mut Inner, tag: u64) -> Option<Unsettled> {
@@ -574,7 +570,7 @@ impl Closed {
     }
     pub fn check(&self) -> Result<()> {
         if self.0.load(Ordering::SeqCst) {
-            Err(Error::new(ErrorKind::Closed, "the connection was closed").set_temporary(false))
+            Err(coolmq_core::raw::closed())
         } else {
             Ok(())
         }

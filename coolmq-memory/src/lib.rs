@@ -45,6 +45,11 @@ pub use faults::Faults;
 /// URL schemes served by this backend.
 pub const SCHEMES: &[&str] = &["memory"];
 
+/// This backend for the facade's driver list (`coolmq::drivers()`): name, schemes, the
+/// `coolmq` feature that compiles it in, and [`connect`].
+pub const DRIVER: coolmq_core::raw::Driver =
+    coolmq_core::raw::Driver::new("memory", SCHEMES, "memory", |c| Box::pin(connect(c)));
+
 fn registry() -> &'static Mutex<HashMap<String, Arc<Engine>>> {
     static BROKERS: OnceLock<Mutex<HashMap<String, Arc<Engine>>>> = OnceLock::new();
     BROKERS.get_or_init(Default::default)
@@ -67,5 +72,5 @@ pub async fn connect(config: Config) -> Result<Broker> {
     let options = MemoryOptions::from_url(&config.url)?;
     let engine = engine_named(&options.name);
     let connection = MemoryConnection::new(engine, options, &config);
-    Ok(Broker::new(Arc::new(connection), config))
+    Ok(coolmq_core::raw::into_broker(Arc::new(connection), config))
 }

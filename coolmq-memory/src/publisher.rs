@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coolmq_core::raw::{BackendConfirm, PublisherBackend, TransactionBackend};
 use coolmq_core::{
-    BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result,
-    SendError, SendOptions, TransactionBackend,
+    Destination, Error, ErrorKind, Message, Receipt, Result, SendError, SendOptions,
 };
 
 use crate::engine::{Closed, Engine};
@@ -77,10 +77,7 @@ impl Stored {
             Stored::Answered(answer) => answer,
             Stored::ConfirmLost(message, timeout) => {
                 tokio::time::sleep(timeout).await;
-                let e = Error::new(
-                    ErrorKind::Timeout,
-                    format!("no confirm within {timeout:?}; the broker may have taken the message"),
-                );
+                let e = coolmq_core::raw::confirm_timeout(timeout);
                 Err(SendError::new(e, message))
             }
         }

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coolmq_core::{
-    Delivery, Destination, Error, ErrorKind, Message, Result, SendError, TransactionBackend,
-};
+use coolmq_core::raw::{Acker, TransactionBackend};
+use coolmq_core::{Destination, Error, ErrorKind, Message, Result, SendError};
 
 use crate::consumer::MemoryAcker;
 use crate::engine::{Closed, Engine};
@@ -50,8 +49,7 @@ impl TransactionBackend for MemoryTransaction {
         Ok(())
     }
 
-    async fn ack(&mut self, delivery: Delivery) -> Result<()> {
-        let acker = delivery.into_acker();
+    async fn ack(&mut self, acker: Box<dyn Acker>) -> Result<()> {
         match acker.into_any().downcast::<MemoryAcker>() {
             Ok(a) if Arc::ptr_eq(&a.engine, &self.engine) => {
                 self.acks.push(a.tag);

@@ -2,7 +2,8 @@
 //! (vhost, `heartbeat`, `frame_max`, `channel_max`, TLS by scheme); coolmq's own options are
 //! taken out first.
 
-use coolmq_core::{parse_backend_url, parse_url_option, redact_url, Result};
+use coolmq_core::raw::{parse_backend_url, parse_url_option};
+use coolmq_core::{redact_url, Result};
 
 /// RabbitMQ's default largest message (3.8–3.13): 128 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;

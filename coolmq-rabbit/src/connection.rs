@@ -36,10 +36,7 @@ impl Link {
 
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
-            return Err(
-                Error::new(ErrorKind::Closed, "the broker connection was closed")
-                    .set_temporary(false),
-            );
+            return Err(coolmq_core::raw::closed());
         }
         Ok(())
     }

@@ -7,10 +7,8 @@ use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coolmq_core::{
-    Acker, ConsumerBackend, Delivery, DeliveryContext, Destination, Error, ErrorKind, Message,
-    Result, SendOptions,
-};
+use coolmq_core::raw::{Acker, ConsumerBackend, Received};
+use coolmq_core::{Destination, Error, Message, Result, SendOptions};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -28,7 +26,6 @@ pub(crate) struct RabbitConsumer {
     forwarder: Arc<RabbitPublisher>,
     queue: String,
     prefetch: u16,
-    context: Arc<DeliveryContext>,
     current: Option<(Channel, lapin::Consumer)>,
     closed: bool,
 }
@@ -39,14 +36,12 @@ impl RabbitConsumer {
         forwarder: Arc<RabbitPublisher>,
         queue: &str,
         prefetch: u16,
-        context: Arc<DeliveryContext>,
     ) -> Result<Self> {
         let mut c = RabbitConsumer {
             link,
             forwarder,
             queue: queue.to_string(),
             prefetch,
-            context,
             current: None,
             closed: false,
         };
@@ -73,7 +68,7 @@ impl RabbitConsumer {
         Ok(())
     }
 
-    fn delivery(&self, d: lapin::message::Delivery) -> Delivery {
+    fn delivery(&self, d: lapin::message::Delivery) -> Received {
         let lapin::message::Delivery {
             redelivered,
             properties,
@@ -99,24 +94,16 @@ impl RabbitConsumer {
             acker,
             forwarder: self.forwarder.clone(),
         };
-        let delivery = Delivery::new(
-            message,
-            redelivered,
-            counted.unwrap_or(u32::from(redelivered)),
-            self.context.clone(),
-            Box::new(acker),
-        );
-        if counted.is_some() {
-            delivery
-        } else {
-            delivery.count_is_lower_bound()
+        match counted {
+            Some(n) => Received::counted(message, n, Box::new(acker)),
+            None => Received::flagged(message, redelivered, Box::new(acker)),
         }
     }
 }
 
 #[async_trait]
 impl ConsumerBackend for RabbitConsumer {
-    async fn recv(&mut self) -> Result<Option<Delivery>> {
+    async fn recv(&mut self) -> Result<Option<Received>> {
         loop {
             if self.closed {
                 return Ok(None);
@@ -180,11 +167,7 @@ pub(crate) struct RabbitAcker {
 }
 
 fn stale() -> Error {
-    Error::new(
-        ErrorKind::StaleDelivery,
-        "the delivery's channel has closed; RabbitMQ redelivers the message",
-    )
-    .set_temporary(false)
+    coolmq_core::raw::stale_delivery("channel")
 }
 
 impl RabbitAcker {
@@ -232,7 +215,7 @@ impl Acker for RabbitAcker {
             .forwarder
             .publish(destination, replacement, options.delay)
             .await;
-        coolmq_core::ack_after_forward(self, published).await
+        coolmq_core::raw::ack_after_forward(self, published).await
     }
 
     fn release(self: Box<Self>) {

@@ -29,10 +29,8 @@ mod transaction;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coolmq_core::{
-    Backend, BackendInfo, Broker, Capabilities, Config, ConsumerBackend, ConsumerOptions,
-    DeliveryContext, PublisherBackend, QueueSpec, Result,
-};
+use coolmq_core::raw::{Backend, BackendInfo, ConsumerBackend, PublisherBackend};
+use coolmq_core::{Broker, Capabilities, Config, ConsumerOptions, QueueSpec, Result};
 
 pub use config::{RabbitOptions, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TOPIC_EXCHANGE};
 use connection::Link;
@@ -42,6 +40,11 @@ use publisher::{PublisherHandle, RabbitPublisher};
 
 /// URL schemes served by this backend.
 pub const SCHEMES: &[&str] = &["amqp", "amqps"];
+
+/// This backend for the facade's driver list (`coolmq::drivers()`): name, schemes, the
+/// `coolmq` feature that compiles it in, and [`connect`].
+pub const DRIVER: coolmq_core::raw::Driver =
+    coolmq_core::raw::Driver::new("rabbit", SCHEMES, "rabbit", |c| Box::pin(connect(c)));
 
 /// A connection to RabbitMQ: the [`Backend`] implementation.
 pub struct RabbitBackend {
@@ -106,7 +109,7 @@ pub async fn connect(config: Config) -> Result<Broker> {
         forwarder,
         config: config.clone(),
     };
-    Ok(Broker::new(Arc::new(backend), config))
+    Ok(coolmq_core::raw::into_broker(Arc::new(backend), config))
 }
 
 #[async_trait]
@@ -145,13 +148,11 @@ impl Backend for RabbitBackend {
         queue: &str,
         options: &ConsumerOptions,
     ) -> Result<Box<dyn ConsumerBackend>> {
-        let context = Arc::new(DeliveryContext::new(&self.info, queue, options));
         let consumer = RabbitConsumer::open(
             self.link.clone(),
             self.forwarder.clone(),
             queue,
             options.prefetch,
-            context,
         )
         .await?;
         Ok(Box::new(consumer))

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coolmq_core::raw::{BackendConfirm, PublisherBackend, TransactionBackend};
 use coolmq_core::{
-    BackendConfirm, Destination, Error, ErrorKind, Message, PublisherBackend, Receipt, Result,
-    SendError, SendOptions, TransactionBackend,
+    Destination, Error, ErrorKind, Message, Receipt, Result, SendError, SendOptions,
 };
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString};
@@ -208,12 +208,7 @@ impl Transferred {
             Err(_) if link.blocked() => {
                 Err(link.blocked_error("no confirm came; the broker may have taken the message"))
             }
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "no publisher confirm within {timeout:?}; the broker may have taken the message"
-                ),
-            )),
+            Err(_) => Err(coolmq_core::raw::confirm_timeout(timeout)),
             Ok(Err(e)) => Err(map(e, "publisher confirm").set_temporary(true)),
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
             Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {

@@ -7,9 +7,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coolmq_core::{
-    Delivery, Destination, Error, ErrorKind, Message, Result, SendError, TransactionBackend,
-};
+use coolmq_core::raw::{Acker, TransactionBackend};
+use coolmq_core::{Destination, Error, ErrorKind, Message, Result, SendError};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
@@ -111,7 +110,9 @@ impl TransactionBackend for RabbitTransaction {
         }
     }
 
-    async fn ack(&mut self, _delivery: Delivery) -> Result<()> {
+    async fn ack(&mut self, acker: Box<dyn Acker>) -> Result<()> {
+        // Acks live on the consumer's channel, which is not in tx mode: back to the queue.
+        acker.release();
         Err(Error::unsupported("transactional ack", "rabbit"))
     }
 

@@ -1,6 +1,7 @@
-//! The traits a backend implements (the "raw" side, like OpenDAL's `Access`). Applications use
-//! [`crate::Broker`] instead; out-of-tree backends implement these and run the conformance
-//! suite.
+//! The backend SPI (OpenDAL's `raw::Access`): the traits a backend implements and the raw
+//! values it returns. Applications never see these: core wraps them into [`crate::Broker`],
+//! [`crate::Publisher`], [`crate::Consumer`] and [`crate::Delivery`]. Out-of-tree backends
+//! implement them and run the conformance suite.
 //!
 //! Every method is required (but [`PublisherBackend::start_pipelined`], a fast path with a
 //! default): a backend that cannot do something says so with
@@ -15,9 +16,75 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{
-    BackendConfirm, Capabilities, ConsumerOptions, Delivery, Destination, Message, QueueSpec,
-    Receipt, Result, SendError, SendOptions,
+    Broker, Capabilities, Config, ConsumerOptions, Destination, Message, QueueSpec, Receipt,
+    Result, SendError, SendOptions,
 };
+
+pub use crate::config::{parse_backend_url, parse_url_option};
+pub use crate::confirm::BackendConfirm;
+pub use crate::delivery::ack_after_forward;
+pub use crate::driver::{connect_with, ConnectFn, Driver};
+pub use crate::error::{closed, confirm_timeout, stale_delivery};
+
+/// Wrap a connected backend into the [`Broker`] applications hold, with the configuration it
+/// was made from: what a backend's `connect` returns.
+pub fn into_broker(backend: Arc<dyn Backend>, config: Config) -> Broker {
+    Broker::new(backend, config)
+}
+
+/// One message as a backend received it: the broker's facts and the acker that settles it.
+/// Core turns it into a [`crate::Delivery`] (attempt, checkpointing, drop = requeue).
+pub struct Received {
+    /// The message, converted from the wire.
+    pub message: Message,
+    /// The broker's redelivered flag.
+    pub redelivered: bool,
+    /// How often the broker delivered this copy before: its count where it keeps one, else 1
+    /// for a flagged copy and 0 for a fresh one.
+    pub broker_redeliveries: u32,
+    /// Whether `broker_redeliveries` is the broker's exact count, or only a lower bound from
+    /// a redelivered flag (RabbitMQ classic queues, ActiveMQ Classic over AMQP): core then
+    /// checkpoints a flagged copy (republishes it with its attempt, acknowledges the
+    /// original) before the application sees it.
+    pub exact_count: bool,
+    /// Settles it on the broker.
+    pub acker: Box<dyn Acker>,
+}
+
+impl Received {
+    /// A delivery whose broker counts deliveries exactly.
+    pub fn counted(message: Message, broker_redeliveries: u32, acker: Box<dyn Acker>) -> Self {
+        Received {
+            message,
+            redelivered: broker_redeliveries > 0,
+            broker_redeliveries,
+            exact_count: true,
+            acker,
+        }
+    }
+
+    /// A delivery whose broker only flags redeliveries.
+    pub fn flagged(message: Message, redelivered: bool, acker: Box<dyn Acker>) -> Self {
+        Received {
+            message,
+            redelivered,
+            broker_redeliveries: u32::from(redelivered),
+            exact_count: false,
+            acker,
+        }
+    }
+}
+
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Received")
+            .field("message_id", &self.message.id)
+            .field("redelivered", &self.redelivered)
+            .field("broker_redeliveries", &self.broker_redeliveries)
+            .field("exact_count", &self.exact_count)
+            .finish()
+    }
+}
 
 /// Who a backend is and what it can do.
 #[derive(Debug, Clone)]
@@ -122,8 +189,9 @@ impl std::fmt::Debug for PipelinedStart<'_> {
 pub trait TransactionBackend: Send {
     /// Send a message as part of the transaction.
     async fn send(&mut self, destination: &Destination, message: Message) -> Result<(), SendError>;
-    /// Acknowledge a delivery as part of the transaction (needs `transactional_ack`).
-    async fn ack(&mut self, delivery: Delivery) -> Result<()>;
+    /// Acknowledge a delivery (its acker) as part of the transaction (needs
+    /// `transactional_ack`).
+    async fn ack(&mut self, acker: Box<dyn Acker>) -> Result<()>;
     /// Make everything visible at once.
     async fn commit(self: Box<Self>) -> Result<()>;
     /// Discard everything.
@@ -136,7 +204,7 @@ pub trait TransactionBackend: Send {
 #[async_trait]
 pub trait ConsumerBackend: Send {
     /// The next delivery; `Ok(None)` once the consumer is closed.
-    async fn recv(&mut self) -> Result<Option<Delivery>>;
+    async fn recv(&mut self) -> Result<Option<Received>>;
     /// Stop consuming; unsettled deliveries return to the queue.
     async fn close(&mut self) -> Result<()>;
 }
