@@ -34,10 +34,6 @@
 //! ```
 #![deny(missing_docs)]
 
-// Lets code shared with the examples (the `coolmq demo` command) say `coolmq::…` here too.
-#[cfg(feature = "cli")]
-extern crate self as coolmq;
-
 use coolmq_core::raw::{connect_with, Driver};
 pub use coolmq_core::*;
 
@@ -51,10 +47,6 @@ pub use coolmq_memory as memory;
 pub use coolmq_outbox as outbox;
 #[cfg(feature = "rabbit")]
 pub use coolmq_rabbit as rabbit;
-
-/// The `coolmq` command line (feature `cli`).
-#[cfg(feature = "cli")]
-pub mod cli;
 
 /// README.md's examples, compiled by `cargo test --doc` so they stay true.
 #[cfg(doctest)]

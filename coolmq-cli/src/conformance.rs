@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use coolmq_conformance::{Outcome, Target as SuiteTarget};
 
-use super::{CliError, Target};
+use crate::{CliError, Target};
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -31,7 +31,7 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
             }
             config
         },
-        |c| Box::pin(crate::connect_owned(c)),
+        |c| Box::pin(coolmq::connect_owned(c)),
     )
     .with_unreachable_hint("check the URL and that the broker is running")
     .with_injector(coolmq_conformance::memory_faults);

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{parse_header, CliError, Target};
-use crate::{Destination, Message};
+use crate::{parse_header, CliError, Target};
+use coolmq::{Destination, Message};
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -58,7 +58,10 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
         if o.transient {
             m = m.transient();
         }
-        let receipt = publisher.send(&dest, m).await.map_err(crate::Error::from)?;
+        let receipt = publisher
+            .send(&dest, m)
+            .await
+            .map_err(coolmq::Error::from)?;
         writeln!(out, "confirmed {}", receipt.message_id)
             .map_err(|e| CliError::msg(e.to_string()))?;
     }

@@ -1,5 +1,5 @@
 //! The `coolmq` command line: every command against the memory broker (in-process, through
-//! `coolmq::cli::run_args`, since a memory broker lives in one process) and against the local
+//! `coolmq_cli::run_args`, since a memory broker lives in one process) and against the local
 //! RabbitMQ and ActiveMQ brokers through the real binary.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use coolmq::dead_letter::{ATTEMPTS_HEADER, LAST_ERROR_HEADER, ORIGIN_QUEUE_HEADE
 use coolmq::{Broker, Destination, HeaderValue, Message, QueueSpec};
 use libtest_mimic::{Arguments, Failed, Trial};
 
-#[path = "common/broker_var.rs"]
+#[path = "../../tests/common/broker_var.rs"]
 mod broker_var;
 
 type TestResult = Result<(), Failed>;
@@ -28,7 +28,7 @@ fn unique(prefix: &str) -> String {
 async fn cli(args: &[&str]) -> Result<String, String> {
     let mut out = Vec::new();
     let argv = std::iter::once("coolmq").chain(args.iter().copied());
-    let r = coolmq::cli::run_args(argv, &mut out).await;
+    let r = coolmq_cli::run_args(argv, &mut out).await;
     let text = String::from_utf8_lossy(&out).into_owned();
     match r {
         Ok(()) => Ok(text),

@@ -1,5 +1,5 @@
 //! The `coolmq` command line: see `coolmq --help` and README's CLI section.
 
 fn main() -> std::process::ExitCode {
-    coolmq::cli::main()
+    coolmq_cli::main()
 }

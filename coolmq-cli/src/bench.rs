@@ -8,8 +8,8 @@ use clap::Args;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{CliError, Target};
-use crate::{Destination, Message};
+use crate::{CliError, Target};
+use coolmq::{Destination, Message};
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -76,7 +76,7 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
     }
     let mut config = o.target.config()?;
     config.publisher_window = o.window;
-    let broker = crate::connect(&config).await?;
+    let broker = coolmq::connect(&config).await?;
     let own_queue = o.queue.is_none();
     let queue = o
         .queue
@@ -89,7 +89,7 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
 
     let pb = bar(o.messages, "publish");
     let start = Instant::now();
-    let results: Vec<Result<Duration, crate::SendError>> = futures::stream::iter(0..o.messages)
+    let results: Vec<Result<Duration, coolmq::SendError>> = futures::stream::iter(0..o.messages)
         .map(|_| {
             let (publisher, dest, body, pb) = (&publisher, &dest, body.clone(), pb.clone());
             async move {

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use crate::{HeaderValue, Message};
+use coolmq::{HeaderValue, Message};
 
 fn header(v: &HeaderValue) -> Value {
     match v {

@@ -1,4 +1,4 @@
-//! The `coolmq` command line (feature `cli`): run the conformance suite against your broker,
+//! The `coolmq` command line: run the conformance suite against your broker,
 //! send and receive, benchmark, and inspect / replay / purge dead-letter queues. Every
 //! backend is compiled in; the broker comes from `--url`, `--config coolmq.toml` or the
 //! environment (`COOLMQ_URL`, `COOLMQ_CONFIG`), and credentials are never printed.
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{Broker, Config, Error};
+use coolmq::{Broker, Config, Error};
 
 /// Reliable, broker-agnostic messaging: check, use and repair your broker with coolmq.
 #[derive(Debug, Parser)]
@@ -45,7 +45,7 @@ impl Target {
     ///
     /// # Errors
     /// `ConfigInvalid` when none is given or the file is bad.
-    pub fn config(&self) -> crate::Result<Config> {
+    pub fn config(&self) -> coolmq::Result<Config> {
         match (&self.url, &self.config) {
             (Some(url), _) => Config::from_url(url.clone()),
             (None, Some(path)) => Config::from_file(path),
@@ -56,8 +56,8 @@ impl Target {
         }
     }
 
-    async fn connect(&self) -> crate::Result<Broker> {
-        crate::connect(&self.config()?).await
+    async fn connect(&self) -> coolmq::Result<Broker> {
+        coolmq::connect(&self.config()?).await
     }
 }
 
@@ -159,7 +159,7 @@ pub fn redact_urls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for word in text.split_inclusive(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
         if word.contains("://") && word.contains('@') {
-            out.push_str(&crate::redact_url(word));
+            out.push_str(&coolmq::redact_url(word));
         } else {
             out.push_str(word);
         }
@@ -176,7 +176,7 @@ async fn take(
     limit: u64,
     timeout: std::time::Duration,
     keep: bool,
-    mut each: impl FnMut(&crate::Delivery) -> Result<(), CliError>,
+    mut each: impl FnMut(&coolmq::Delivery) -> Result<(), CliError>,
 ) -> Result<u64, CliError> {
     let prefetch = limit.clamp(1, 1000) as u16;
     let mut consumer = broker.consumer_with_prefetch(queue, prefetch).await?;
@@ -197,7 +197,7 @@ async fn take(
     }
     // Last first: a broker that requeues at the head (the memory broker) keeps the order.
     for d in held.into_iter().rev() {
-        d.nack(crate::Nack::Requeue).await?;
+        d.nack(coolmq::Nack::Requeue).await?;
     }
     consumer.close().await?;
     Ok(got)

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::{json, CliError, Target};
-use crate::dead_letter::{
+use crate::{json, CliError, Target};
+use coolmq::dead_letter::{
     ATTEMPTS_HEADER, ATTEMPT_HEADER, FIRST_FAILURE_HEADER, LAST_ERROR_HEADER, LAST_FAILURE_HEADER,
     ORIGIN_QUEUE_HEADER,
 };
-use crate::{Broker, Destination, HeaderValue, Message};
+use coolmq::{Broker, Destination, HeaderValue, Message};
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -133,7 +133,7 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
                 "id\torigin\tattempts\tfirst_failure\tlast_failure\tlast_error"
             )
             .map_err(w)?;
-            let n = super::take(&broker, &dlq, limit, common.timeout, true, |d| {
+            let n = crate::take(&broker, &dlq, limit, common.timeout, true, |d| {
                 let m = d.message();
                 writeln!(
                     out,
@@ -158,7 +158,7 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
         } => {
             let broker = common.target.connect().await?;
             let dlq = common.dlq_name(&broker);
-            super::take(&broker, &dlq, count, common.timeout, true, |d| {
+            crate::take(&broker, &dlq, count, common.timeout, true, |d| {
                 let m = d.message();
                 if as_json {
                     writeln!(out, "{}", json::message(m, d.attempt(), d.redelivered(), &dlq))
@@ -199,7 +199,7 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
             let pause = rate.map(|r| Duration::from_secs_f64(1.0 / r));
             let mut moved = 0u64;
             let total = broker.queue_depth(&dlq).await.ok().map(|n| n.min(limit));
-            let progress = super::bench::progress(total, "replay");
+            let progress = crate::bench::progress(total, "replay");
             while moved < limit {
                 let Ok(next) = tokio::time::timeout(common.timeout, consumer.recv()).await else {
                     break;
@@ -214,7 +214,7 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
                 publisher
                     .send(&Destination::queue(&origin), fresh_copy(d.message()))
                     .await
-                    .map_err(crate::Error::from)?;
+                    .map_err(coolmq::Error::from)?;
                 d.ack().await?;
                 moved += 1;
                 progress.inc(1);
@@ -249,7 +249,7 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
                     return Ok(());
                 }
             }
-            let progress = super::bench::progress(broker.queue_depth(&dlq).await.ok(), "purge");
+            let progress = crate::bench::progress(broker.queue_depth(&dlq).await.ok(), "purge");
             let mut consumer = broker.consumer_with_prefetch(&dlq, 500).await?;
             let mut purged = 0u64;
             while let Ok(next) = tokio::time::timeout(common.timeout, consumer.recv()).await {

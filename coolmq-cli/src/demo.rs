@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::CliError;
+use crate::CliError;
 
 #[path = "../../examples/demo.rs"]
 mod story;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{json, CliError, Target};
+use crate::{json, CliError, Target};
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -31,7 +31,7 @@ pub struct Opts {
 
 pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let broker = o.target.connect().await?;
-    let got = super::take(&broker, &o.queue, o.count, o.timeout, o.no_ack, |d| {
+    let got = crate::take(&broker, &o.queue, o.count, o.timeout, o.no_ack, |d| {
         let m = d.message();
         let line = if o.json {
             json::message(m, d.attempt(), d.redelivered(), d.queue()).to_string()
