@@ -66,70 +66,18 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let mut trials = coolmq_conformance::trials(&targets);
-    let ignored: Vec<(String, String)> = trials
-        .iter()
-        .filter(|t| t.has_ignored_flag())
-        .map(|t| (t.name().to_string(), t.kind().to_string()))
-        .collect();
+    let report = coolmq_conformance::Report::default();
+    let mut trials = coolmq_conformance::trials_reporting(&targets, &report);
+    let planned = report.entries();
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     trials.push(libtest_mimic::Trial::test(
-        "docs::ignored_cases_are_the_ones_features_md_lists",
-        move || ignored_cases_match_the_docs(&names, &ignored).map_err(Into::into),
+        "docs::features_md_is_generated_from_this_suite",
+        move || features_doc::check(&names, &planned).map_err(Into::into),
     ));
-    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit_code()
+    let conclusion = libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials);
+    coolmq_conformance::write_report(&report);
+    conclusion.exit_code()
 }
 
-/// The table in docs/FEATURES.md between these markers lists every case a backend does not
-/// run and the capability it lacks; a case ignored without being listed (or listed and run)
-/// fails, so the documented gaps are exactly the real ones.
-const BEGIN: &str = "<!-- ignored-cases:begin -->";
-const END: &str = "<!-- ignored-cases:end -->";
-
-fn ignored_cases_match_the_docs(
-    targets: &[String],
-    ignored: &[(String, String)],
-) -> Result<(), String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/FEATURES.md");
-    let doc = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let table = doc
-        .split_once(BEGIN)
-        .and_then(|(_, rest)| rest.split_once(END))
-        .map(|(table, _)| table)
-        .ok_or_else(|| format!("{path} has no {BEGIN} … {END} table"))?;
-    // Rows `| target | group::case | needs |`, the header and rule skipped.
-    let documented: std::collections::BTreeSet<(String, String)> = table
-        .lines()
-        .filter_map(|line| {
-            let cells: Vec<&str> = line.trim().trim_matches('|').split('|').collect();
-            let [target, case, needs] = cells[..] else {
-                return None;
-            };
-            let case = case.trim().trim_matches('`');
-            (case.contains("::") && targets.iter().any(|t| t == target.trim())).then(|| {
-                (
-                    format!("{}::{case}", target.trim()),
-                    format!("unsupported: {}", needs.trim()),
-                )
-            })
-        })
-        .collect();
-    let actual: std::collections::BTreeSet<(String, String)> = ignored.iter().cloned().collect();
-    if documented == actual {
-        return Ok(());
-    }
-    let mut why = String::from("the ignored cases differ from docs/FEATURES.md's table.\n");
-    for (name, kind) in actual.difference(&documented) {
-        why.push_str(&format!("  ignored here, not listed: {name} [{kind}]\n"));
-    }
-    for (name, kind) in documented.difference(&actual) {
-        why.push_str(&format!("  listed, not ignored here: {name} [{kind}]\n"));
-    }
-    why.push_str("This run's table:\n| backend | case | needs |\n|---|---|---|\n");
-    for (name, kind) in &actual {
-        let (target, case) = name.split_once("::").unwrap_or((name, ""));
-        let needs = kind.trim_start_matches("unsupported: ");
-        why.push_str(&format!("| {target} | `{case}` | {needs} |\n"));
-    }
-    Err(why)
-}
+#[path = "conformance/features_doc.rs"]
+mod features_doc;

@@ -2,12 +2,12 @@
 //! instead of a tokio timer per message.
 //!
 //! Every send waits for its outcome at most the confirm timeout. A tokio `timeout` per message
-//! registered and cleared a timer-wheel entry under the runtime's timer lock, about 1,200
-//! instructions per message plus its code in the instruction cache (callgrind, the ActiveMQ
-//! send benchmark). Here a message's deadline is a slab entry of its publisher, added when its
-//! outcome is first awaited and removed when it comes; a sweeper task runs only while entries
-//! exist and wakes the expired ones every `timeout / 32` (between 1 ms and 1 s). So an outcome
-//! is given up on between the timeout and the timeout plus that resolution after the send.
+//! would register and clear a timer-wheel entry under the runtime's timer lock for every
+//! message, on the send path's hottest code. Here a message's deadline is a slab entry of its
+//! publisher, added when its outcome is first awaited and removed when it comes; a sweeper
+//! task runs only while entries exist and wakes the expired ones every `timeout / 32`
+//! (between 1 ms and 1 s). So an outcome is given up on between the timeout and the timeout
+//! plus that resolution after the send.
 
 use std::future::Future;
 use std::pin::Pin;

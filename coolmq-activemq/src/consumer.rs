@@ -130,8 +130,8 @@ impl AmqConsumer {
     }
 }
 
-/// How much of a consumer's credit is spent before it is topped up (measured with the
-/// benchmark's receive scenario, coolmq/raw fe2o3, prefetch 200).
+/// How much of a consumer's credit is spent before it is topped up, per broker (chosen with
+/// the receive benchmark, docs/BENCHMARKS.md).
 fn top_up_after(flavor: Flavor, prefetch: u32) -> u32 {
     match flavor {
         // Artemis: after every settled delivery. The receiver task's pipeline stays fullest:
@@ -302,10 +302,9 @@ async fn return_unsettled(receiver: &mut Receiver, unsettled: &mut Unsettled, re
         return;
     }
     let _ = receiver.set_credit(0).await;
-    // Each return is a durable republish awaiting its confirm, then an accept. One after
-    // another, closing a consumer with a full prefetch (200 deliveries) took 9 s on Artemis
-    // (the benchmark's receive scenario); made together they share the round trips, bounded
-    // by the publisher's window.
+    // Each return is a durable republish awaiting its confirm, then an accept. Made one after
+    // another, closing a consumer with a full prefetch would take a round trip per delivery;
+    // made together they share the round trips, bounded by the publisher's window.
     let receiver = &*receiver;
     let returns = unsettled
         .drain()

@@ -1,9 +1,8 @@
 //! Sending: one sender link per address ([`SenderLink`]), shared by the sends to it. A send
 //! holds the link only while it puts its transfer on the wire, then awaits the outcome
 //! without it, so many transfers are in flight (bounded by the publisher window). The
-//! transfer is made by the caller's own task: an earlier design handed transfers to a
-//! per-link task, and that extra task hop per message cost a third of the throughput on a
-//! busy machine (docs/BENCHMARKS.md). `Accepted` is the confirm; `Rejected`, `Released`,
+//! transfer is made by the caller's own task: a per-link task would add a task hop per
+//! message, which costs throughput on a busy machine. `Accepted` is the confirm; `Rejected`, `Released`,
 //! `Modified` are typed errors that hand the message back. A failed link is dropped; the next
 //! send attaches a new one.
 
@@ -310,7 +309,7 @@ fn not_sent(waiting_for: &str, timeout: Duration) -> Error {
 
 /// The error for an outcome other than `Accepted` (`None`: none within `timeout`). Out of
 /// line and cold: every send runs the accepted path, and keeping the rest out of it keeps the
-/// send path's code small (instruction-cache misses were a large part of its cost).
+/// send path's code small (instruction-cache misses matter on that path).
 #[cold]
 #[inline(never)]
 fn not_accepted(

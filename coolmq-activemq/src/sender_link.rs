@@ -4,8 +4,8 @@
 //!
 //! fe2o3's transfer future is several KiB. Awaited inside each send, it made every send's
 //! own (boxed, long-lived: it waits for the outcome) future that large; a future per transfer
-//! kept in the link still cost a copy of it per message, more when the compiler did not inline
-//! the copy (callgrind). So each link has one driver future, made when it is attached: it takes
+//! kept in the link would still cost a copy of it per message. So each link has one driver
+//! future, made when it is attached: it takes
 //! the message a send leaves in the link's mailbox, transfers it and leaves the result there.
 //! The send that holds the link polls the driver; nothing is built or moved per message.
 

@@ -28,13 +28,18 @@ mod cases;
 mod ctx;
 mod inject;
 mod proxy;
+mod report;
 mod runner;
 
-pub use case::{Case, CaseFn, Failed, Requirement, Support, TestResult};
+pub use case::{req, Case, CaseFn, Failed, Requirement, Support, TestResult};
 pub use ctx::{Ctx, Faults};
 pub use inject::{memory_faults, Injector, InjectorFn};
 pub use proxy::FaultProxy;
-pub use runner::{run, run_report, run_with_args, trials, CaseReport, Outcome, Target};
+pub use report::{Report, ReportEntry};
+pub use runner::{
+    run, run_report, run_with_args, trials, trials_reporting, write_report, CaseReport, Outcome,
+    Target,
+};
 
 /// How much later than scheduled a delayed delivery or redelivery may arrive: a broker's
 /// scheduler tick and a loaded machine, never a lost timer.

@@ -5,11 +5,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use coolmq_core::raw::ConnectFn;
-use coolmq_core::Config;
+use coolmq_core::{Capabilities, Config};
 use libtest_mimic::{Arguments, Failed as MimicFailed, Trial};
 use tokio::runtime::Runtime;
 
-use crate::{cases, Ctx, Injector, InjectorFn, Support};
+use crate::{cases, Case, Ctx, Injector, InjectorFn, Report, ReportEntry, Support};
 
 /// Longest a single case may run before it fails.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -30,6 +30,12 @@ pub struct Target {
     pub unreachable_hint: String,
     /// Fault hooks for a target without a network (see [`crate::Injector`]).
     pub injector: Option<InjectorFn>,
+    /// Cases of the deployment's own, run after the suite's.
+    pub extra_cases: Vec<Case>,
+    /// Cases not to run here (`group::case`), with why.
+    pub skips: Vec<(String, String)>,
+    /// Adjusts the capabilities the backend claims before cases are chosen.
+    pub capability_override: Option<Arc<dyn Fn(&mut Capabilities) + Send + Sync>>,
 }
 
 impl Target {
@@ -45,7 +51,57 @@ impl Target {
             connect,
             unreachable_hint: String::new(),
             injector: None,
+            extra_cases: Vec::new(),
+            skips: Vec::new(),
+            capability_override: None,
         }
+    }
+
+    /// Add cases of your own (made with [`crate::case!`]): they run on this target like the
+    /// suite's, gated by their requirements.
+    pub fn with_cases(mut self, cases: impl IntoIterator<Item = Case>) -> Self {
+        self.extra_cases.extend(cases);
+        self
+    }
+
+    /// Do not run `case` (`group::case`) here, saying why; it is listed as ignored with the
+    /// reason. `COOLMQ_CONFORMANCE_SKIP` (comma-separated `target::group::case` or
+    /// `group::case`) adds skips from the environment.
+    pub fn skip(mut self, case: impl Into<String>, why: impl Into<String>) -> Self {
+        self.skips.push((case.into(), why.into()));
+        self
+    }
+
+    /// Override the capabilities the backend claims (a deployment whose broker is configured
+    /// differently, e.g. without a delay plugin). `COOLMQ_CONFORMANCE_CAPABILITIES`
+    /// (`target:flag=true|false,…;other:…`) does the same from the environment.
+    pub fn with_capabilities(
+        mut self,
+        adjust: impl Fn(&mut Capabilities) + Send + Sync + 'static,
+    ) -> Self {
+        self.capability_override = Some(Arc::new(adjust));
+        self
+    }
+
+    /// The suite's cases and this target's own.
+    fn cases(&self) -> Vec<Case> {
+        let mut all = cases::all();
+        all.extend(self.extra_cases.iter().cloned());
+        all
+    }
+
+    /// Why `case` is skipped here, if it is (the target's skips, then the environment's).
+    fn skipped(&self, case: &str) -> Option<String> {
+        if let Some((_, why)) = self.skips.iter().find(|(c, _)| c == case) {
+            return Some(why.clone());
+        }
+        let listed = std::env::var("COOLMQ_CONFORMANCE_SKIP").unwrap_or_default();
+        let qualified = format!("{}::{case}", self.name);
+        listed
+            .split(',')
+            .map(str::trim)
+            .any(|s| s == case || s == qualified)
+            .then(|| "COOLMQ_CONFORMANCE_SKIP".to_string())
     }
 
     /// Give the suite fault hooks for each case's configuration (the memory broker's are
@@ -89,22 +145,82 @@ async fn probe(target: &Target) -> Result<Support, String> {
         .await
         .map_err(|_| format!("connecting to {url} timed out. {}", target.unreachable_hint))?
         .map_err(|e| format!("cannot connect to {url}: {e}. {}", target.unreachable_hint))?;
-    let capabilities = broker.capabilities();
+    let mut capabilities = broker.capabilities();
     let _ = tokio::time::timeout(CLEANUP_TIMEOUT, broker.close()).await;
+    if let Some(adjust) = &target.capability_override {
+        adjust(&mut capabilities);
+    }
+    override_from_env(&target.name, &mut capabilities)?;
     Ok(Support {
         capabilities,
         injected_faults,
     })
 }
 
+/// Apply `COOLMQ_CONFORMANCE_CAPABILITIES` (`target:flag=bool,…;…`) to `target`'s
+/// capabilities.
+fn override_from_env(target: &str, caps: &mut Capabilities) -> Result<(), String> {
+    let Ok(spec) = std::env::var("COOLMQ_CONFORMANCE_CAPABILITIES") else {
+        return Ok(());
+    };
+    for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, flags) = part.split_once(':').ok_or_else(|| {
+            format!("COOLMQ_CONFORMANCE_CAPABILITIES: {part:?} is not `target:flag=bool,…`")
+        })?;
+        if name.trim() != target {
+            continue;
+        }
+        for flag in flags.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            let (key, value) = flag
+                .split_once('=')
+                .and_then(|(k, v)| Some((k.trim(), v.trim().parse::<bool>().ok()?)))
+                .ok_or_else(|| {
+                    format!("COOLMQ_CONFORMANCE_CAPABILITIES: {flag:?} is not `flag=true|false`")
+                })?;
+            let field = match key {
+                "confirms" => &mut caps.confirms,
+                "unroutable_returns" => &mut caps.unroutable_returns,
+                "transactions" => &mut caps.transactions,
+                "transactional_ack" => &mut caps.transactional_ack,
+                "delayed_delivery" => &mut caps.delayed_delivery,
+                "delivery_count" => &mut caps.delivery_count,
+                "dead_letter" => &mut caps.dead_letter,
+                "topics" => &mut caps.topics,
+                "max_length" => &mut caps.max_length,
+                "message_ttl" => &mut caps.message_ttl,
+                "nested_headers" => &mut caps.nested_headers,
+                "network" => &mut caps.network,
+                other => {
+                    return Err(format!(
+                        "COOLMQ_CONFORMANCE_CAPABILITIES: no capability {other:?}"
+                    ))
+                }
+            };
+            *field = value;
+        }
+    }
+    Ok(())
+}
+
 /// The trials for every case on every target: a failing `<target>::connect` trial instead
 /// when a target's broker cannot be reached.
 pub fn trials(targets: &[Target]) -> Vec<Trial> {
+    trials_reporting(targets, &Report::default())
+}
+
+/// [`trials`], recording each trial's outcome in `report` as it finishes.
+pub fn trials_reporting(targets: &[Target], report: &Report) -> Vec<Trial> {
     let mut trials = Vec::new();
     for target in targets {
         let caps = match runtime().block_on(probe(target)) {
             Ok(caps) => caps,
             Err(msg) => {
+                report.push(ReportEntry {
+                    target: target.name.clone(),
+                    case: "connect".into(),
+                    outcome: "failed".into(),
+                    detail: Some(msg.clone()),
+                });
                 trials.push(Trial::test(
                     format!("{}::connect", target.name),
                     move || Err(MimicFailed::from(msg)),
@@ -112,11 +228,24 @@ pub fn trials(targets: &[Target]) -> Vec<Trial> {
                 continue;
             }
         };
-        for case in cases::all() {
-            let name = format!("{}::{}", target.name, case.full_name());
+        for case in target.cases() {
+            let full = case.full_name();
+            let name = format!("{}::{full}", target.name);
             let missing = case.missing(&caps);
-            if !missing.is_empty() {
-                let kind = format!("unsupported: {}", missing.join(", "));
+            let ignored = if let Some(why) = target.skipped(&full) {
+                Some(format!("skipped: {why}"))
+            } else if !missing.is_empty() {
+                Some(format!("unsupported: {}", missing.join(", ")))
+            } else {
+                None
+            };
+            if let Some(kind) = ignored {
+                report.push(ReportEntry {
+                    target: target.name.clone(),
+                    case: full,
+                    outcome: "ignored".into(),
+                    detail: Some(kind.clone()),
+                });
                 trials.push(
                     Trial::test(name, || Ok(()))
                         .with_kind(kind)
@@ -124,9 +253,25 @@ pub fn trials(targets: &[Target]) -> Vec<Trial> {
                 );
                 continue;
             }
-            let target = target.clone();
+            report.push(ReportEntry {
+                target: target.name.clone(),
+                case: full.clone(),
+                outcome: "not run".into(),
+                detail: None,
+            });
+            let (target, report) = (target.clone(), report.clone());
             trials.push(Trial::test(name, move || {
-                runtime().block_on(run_case(target, case))
+                let r = runtime().block_on(run_case(target.clone(), case));
+                match &r {
+                    Ok(()) => report.set(&target.name, &full, "passed", None),
+                    Err(e) => report.set(
+                        &target.name,
+                        &full,
+                        "failed",
+                        e.message().map(str::to_string),
+                    ),
+                }
+                r
             }));
         }
     }
@@ -167,9 +312,22 @@ pub fn run(targets: Vec<Target>) -> ExitCode {
     run_with_args(targets, Arguments::from_args())
 }
 
-/// Run the suite with explicit arguments (filters, `--list`…).
+/// Run the suite with explicit arguments (filters, `--list`…). With
+/// `COOLMQ_CONFORMANCE_REPORT=<file>` the outcome of every case is written there as JSON.
 pub fn run_with_args(targets: Vec<Target>, args: Arguments) -> ExitCode {
-    libtest_mimic::run(&args, trials(&targets)).exit_code()
+    let report = Report::default();
+    let conclusion = libtest_mimic::run(&args, trials_reporting(&targets, &report));
+    write_report(&report);
+    conclusion.exit_code()
+}
+
+/// Write `report` where `COOLMQ_CONFORMANCE_REPORT` says, if it says.
+pub fn write_report(report: &Report) {
+    if let Some(path) = std::env::var_os("COOLMQ_CONFORMANCE_REPORT") {
+        if let Err(e) = std::fs::write(&path, report.to_json()) {
+            eprintln!("cannot write the conformance report to {path:?}: {e}");
+        }
+    }
 }
 
 /// How one case went, for reports outside libtest (the `coolmq conformance` command).
@@ -207,12 +365,19 @@ pub async fn run_report(
 ) -> Result<Vec<CaseReport>, String> {
     let caps = probe(target).await?;
     let mut reports = Vec::new();
-    for case in cases::all() {
+    for case in target.cases() {
         let name = case.full_name();
         if filter.is_some_and(|f| !name.contains(f)) {
             continue;
         }
-        let missing = case.missing(&caps);
+        let mut missing = case.missing(&caps);
+        if let Some(why) = target.skipped(&name) {
+            missing = vec![if why == "COOLMQ_CONFORMANCE_SKIP" {
+                "skipped"
+            } else {
+                "skipped by the target"
+            }];
+        }
         let start = std::time::Instant::now();
         let outcome = if !missing.is_empty() {
             Outcome::Unsupported(missing)

@@ -203,8 +203,8 @@ pub fn new_message_id() -> String {
 
 /// A UUIDv7 for `at`, its 74 random bits from the thread's fastrand generator: uuid's own
 /// `now_v7` draws from a ChaCha generator and orders ids within a millisecond through a shared
-/// counter, a third of a pipelined send's overhead over raw fe2o3 (callgrind); ids need to be
-/// unique, and sorting by millisecond is what brokers and logs show anyway.
+/// counter, costly on every send; ids need to be unique, and sorting by millisecond is what
+/// brokers and logs show anyway.
 fn message_id_at(at: SystemTime) -> String {
     let millis = at
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -16,7 +16,10 @@ mod transaction;
 mod unreachable;
 mod worker;
 
-/// Register an `async fn(Ctx) -> TestResult` as a case.
+/// Register an `async fn(Ctx) -> TestResult` as a case: `case!("group", my_case, [CONFIRMS])`
+/// (requirements from [`crate::req`]). Third parties give theirs to
+/// [`crate::Target::with_cases`].
+#[macro_export]
 macro_rules! case {
     ($group:literal, $f:ident, [$($req:expr),* $(,)?]) => {
         $crate::Case {
@@ -27,7 +30,7 @@ macro_rules! case {
         }
     };
 }
-pub(crate) use case;
+pub(crate) use crate::case;
 
 pub(crate) fn all() -> Vec<Case> {
     [
