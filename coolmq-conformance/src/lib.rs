@@ -37,8 +37,8 @@ pub use inject::{memory_faults, Injector, InjectorFn};
 pub use proxy::FaultProxy;
 pub use report::{Report, ReportEntry};
 pub use runner::{
-    run, run_report, run_with_args, trials, trials_reporting, write_report, CaseReport, Outcome,
-    Target,
+    run, run_report, run_with_args, trials, trials_reporting, write_report, CapabilityOverride,
+    CaseReport, Outcome, Target,
 };
 
 /// How much later than scheduled a delayed delivery or redelivery may arrive: a broker's

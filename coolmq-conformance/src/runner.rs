@@ -16,6 +16,9 @@ pub const CASE_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a case's cleanup may take.
 pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Adjusts the capabilities a target's backend claims ([`Target::with_capabilities`]).
+pub type CapabilityOverride = Arc<dyn Fn(&mut Capabilities) + Send + Sync>;
+
 /// A backend to run the suite against.
 #[derive(Clone)]
 pub struct Target {
@@ -35,7 +38,7 @@ pub struct Target {
     /// Cases not to run here (`group::case`), with why.
     pub skips: Vec<(String, String)>,
     /// Adjusts the capabilities the backend claims before cases are chosen.
-    pub capability_override: Option<Arc<dyn Fn(&mut Capabilities) + Send + Sync>>,
+    pub capability_override: Option<CapabilityOverride>,
 }
 
 impl Target {
