@@ -364,10 +364,13 @@ impl ConsumerBackend for AmqConsumer {
                     // Artemis counts every delivery (`delivery-count`); Classic keeps its
                     // count on the link, and a consumer that died leaves the message only
                     // flagged: the core checkpoints such copies.
-                    let mut received =
-                        coolmq_core::raw::Received::counted(message, redeliveries, Box::new(acker));
-                    received.exact_count = self.link.options.flavor == Flavor::Artemis;
-                    return Ok(Some(received));
+                    return Ok(Some(coolmq_core::raw::Received {
+                        message,
+                        redelivered: redeliveries > 0,
+                        broker_redeliveries: redeliveries,
+                        exact_count: self.link.options.flavor == Flavor::Artemis,
+                        acker: Box::new(acker),
+                    }));
                 }
                 Some(Err(e)) => {
                     self.current = None;

@@ -18,8 +18,6 @@ pub(crate) struct Link {
     pub options: RabbitOptions,
     connect_timeout: Duration,
     current: Mutex<Option<Arc<Connection>>>,
-    /// The live connection's status, readable without the async lock (the blocked flag).
-    status: std::sync::Mutex<Option<lapin::ConnectionStatus>>,
     closed: AtomicBool,
 }
 
@@ -29,7 +27,6 @@ impl Link {
             options,
             connect_timeout,
             current: Mutex::new(None),
-            status: std::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
         }
     }
@@ -68,38 +65,23 @@ impl Link {
         })?
         .map_err(|e| map_connect(e, endpoint))?;
         let connection = Arc::new(connection);
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection.status().clone());
         *current = Some(connection.clone());
         Ok(connection)
-    }
-
-    /// Whether RabbitMQ has blocked publishing on the live connection (`connection.blocked`,
-    /// sent under a memory or disk alarm): publishes would sit unread in the socket.
-    pub fn blocked(&self) -> bool {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|s| s.connected() && s.blocked())
-    }
-
-    /// The error of a publish refused or unconfirmed because the connection is blocked.
-    pub fn blocked_error(&self, taken: &str) -> Error {
-        Error::new(
-            ErrorKind::Blocked,
-            format!(
-                "RabbitMQ blocked publishing on this connection (connection.blocked: a memory or disk alarm); {taken}"
-            ),
-        )
-        .with_context("endpoint", self.options.endpoint.clone())
     }
 
     /// A new channel on the live connection, within the connect timeout: lapin resolves an
     /// RPC only when the broker answers or the connection reports its end, so a connection
     /// that dies without reporting it must not hang the caller.
     pub async fn channel(&self) -> Result<Channel> {
+        Ok(self.channel_and_status().await?.0)
+    }
+
+    /// [`Link::channel`] with its connection's status, whose `blocked()` says whether
+    /// RabbitMQ blocked publishing on it (`connection.blocked`, sent under a memory or disk
+    /// alarm): publishes would then sit unread in the socket.
+    pub async fn channel_and_status(&self) -> Result<(Channel, lapin::ConnectionStatus)> {
         let connection = self.connection().await?;
-        tokio::time::timeout(self.connect_timeout, connection.create_channel())
+        let channel = tokio::time::timeout(self.connect_timeout, connection.create_channel())
             .await
             .map_err(|_| {
                 Error::new(
@@ -108,7 +90,8 @@ impl Link {
                 )
                 .set_temporary(true)
             })?
-            .map_err(|e| map(e, "channel.open"))
+            .map_err(|e| map(e, "channel.open"))?;
+        Ok((channel, connection.status().clone()))
     }
 
     /// Close the connection, waiting for the broker's close-ok at most the connect timeout

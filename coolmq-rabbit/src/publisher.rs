@@ -14,7 +14,7 @@ use coolmq_core::{
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString};
 use lapin::PublisherConfirm;
-use lapin::{Channel, Confirmation};
+use lapin::{Channel, Confirmation, ConnectionStatus};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::connection::Link;
@@ -26,7 +26,9 @@ use crate::transaction::RabbitTransaction;
 pub(crate) struct RabbitPublisher {
     link: Arc<Link>,
     tiers: Arc<Tiers>,
-    channel: Mutex<Option<Channel>>,
+    /// The confirm-mode channel and its connection's status (read for the blocked flag under
+    /// the same lock that hands out the channel).
+    channel: Mutex<Option<(Channel, ConnectionStatus)>>,
     reopen: tokio::sync::Mutex<()>,
     window: Arc<Semaphore>,
     confirm_timeout: Duration,
@@ -49,17 +51,17 @@ impl RabbitPublisher {
         }
     }
 
-    fn live_channel(&self) -> Option<Channel> {
+    fn live_channel(&self) -> Option<(Channel, ConnectionStatus)> {
         self.channel
             .lock()
-            .expect("lock")
+            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .filter(|c| c.status().connected())
+            .filter(|(c, _)| c.status().connected())
             .cloned()
     }
 
     /// The confirm-mode channel, reopened (once, for all waiting senders) if it died.
-    async fn confirm_channel(&self) -> Result<Channel> {
+    async fn confirm_channel(&self) -> Result<(Channel, ConnectionStatus)> {
         if let Some(c) = self.live_channel() {
             return Ok(c);
         }
@@ -67,13 +69,14 @@ impl RabbitPublisher {
         if let Some(c) = self.live_channel() {
             return Ok(c);
         }
-        let channel = self.link.channel().await?;
+        let (channel, status) = self.link.channel_and_status().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| map(e, "confirm.select"))?;
-        *self.channel.lock().expect("lock") = Some(channel.clone());
-        Ok(channel)
+        *self.channel.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((channel.clone(), status.clone()));
+        Ok((channel, status))
     }
 
     /// Where a message for `destination` is published: exchange, routing key, extra header.
@@ -133,15 +136,14 @@ impl RabbitPublisher {
             .acquire_owned()
             .await
             .expect("window never closed");
-        let channel = match self.confirm_channel().await {
+        let (channel, status) = match self.confirm_channel().await {
             Ok(c) => c,
             Err(e) => return Err(SendError::new(e, message)),
         };
         // A blocked connection reads nothing: refuse now, the message surely not taken,
         // rather than let the send sit until its confirm timeout.
-        if self.link.blocked() {
-            let e = self.link.blocked_error("the message was not sent");
-            return Err(SendError::new(e, message));
+        if status.blocked() {
+            return Err(SendError::new(blocked("the message was not sent"), message));
         }
         let (exchange, routing_key, extra) = match self.route(&channel, destination, delay).await {
             Ok(r) => r,
@@ -174,7 +176,7 @@ impl RabbitPublisher {
             destination: destination.clone(),
             timeout: self.confirm_timeout,
             window_slot: Some(permit),
-            link: self.link.clone(),
+            status,
         })
     }
 }
@@ -188,7 +190,18 @@ struct Transferred {
     /// The window slot, held until the outcome when the caller awaits it in the send.
     window_slot: Option<OwnedSemaphorePermit>,
     /// Asked at a timeout whether the broker blocked the connection meanwhile.
-    link: Arc<Link>,
+    status: ConnectionStatus,
+}
+
+/// The error of a publish refused or unconfirmed because RabbitMQ blocked the connection.
+#[cold]
+fn blocked(taken: &str) -> Error {
+    Error::new(
+        ErrorKind::Blocked,
+        format!(
+            "RabbitMQ blocked publishing on this connection (connection.blocked: a memory or disk alarm); {taken}"
+        ),
+    )
 }
 
 impl Transferred {
@@ -201,13 +214,13 @@ impl Transferred {
             destination,
             timeout,
             window_slot: _held_until_the_outcome,
-            link,
+            status,
         } = self;
         let destination = &destination;
         let outcome = match tokio::time::timeout(timeout, confirm).await {
-            Err(_) if link.blocked() => {
-                Err(link.blocked_error("no confirm came; the broker may have taken the message"))
-            }
+            Err(_) if status.blocked() => Err(blocked(
+                "no confirm came; the broker may have taken the message",
+            )),
             Err(_) => Err(coolmq_core::raw::confirm_timeout(timeout)),
             Ok(Err(e)) => Err(map(e, "publisher confirm").set_temporary(true)),
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
