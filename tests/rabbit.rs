@@ -261,12 +261,9 @@ async fn delay_full_work_queue_keeps_the_delayed_copy() -> TestResult {
     p.send(&dest, Message::new("filler").with_id("filler"))
         .await?;
     let delay = Duration::from_millis(700);
-    p.send_with(
-        &dest,
-        Message::new("delayed").with_id("delayed"),
-        &coolmq::SendOptions::delayed(delay),
-    )
-    .await?;
+    p.send(&dest, Message::new("delayed").with_id("delayed"))
+        .delay(delay)
+        .await?;
     // The delay ends while the queue is full: RabbitMQ refuses the hop back.
     tokio::time::sleep(delay + Duration::from_millis(1500)).await;
     expect("depth while full", broker.queue_depth(&queue).await?, 1)?;
@@ -296,11 +293,11 @@ async fn delay_deleted_work_queue_keeps_the_delayed_copy() -> TestResult {
     broker.declare_queue(&spec).await?;
     let p = broker.publisher().await?;
     let delay = Duration::from_millis(700);
-    p.send_with(
+    p.send(
         &Destination::queue(&queue),
         Message::new("delayed").with_id("delayed"),
-        &coolmq::SendOptions::delayed(delay),
     )
+    .delay(delay)
     .await?;
     broker.delete_queue(&queue).await?;
     tokio::time::sleep(delay + Duration::from_millis(1500)).await;

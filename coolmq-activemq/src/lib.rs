@@ -112,11 +112,7 @@ pub async fn connect(config: Config) -> Result<Broker> {
     };
     let link = Arc::new(Link::new(options, config.connect_timeout));
     link.check().await?;
-    let forwarder = Arc::new(AmqPublisher::new(
-        link.clone(),
-        config.publisher_window,
-        config.confirm_timeout,
-    ));
+    let forwarder = Arc::new(AmqPublisher::new(link.clone(), config.confirm_timeout));
     let backend = ActiveMqBackend {
         info,
         link,
@@ -168,7 +164,6 @@ impl Backend for ActiveMqBackend {
         Ok(Arc::new(PublisherHandle(
             Arc::new(AmqPublisher::new(
                 self.link.clone(),
-                self.config.publisher_window,
                 self.config.confirm_timeout,
             )),
             self.link.clone(),

@@ -1,6 +1,6 @@
 //! Sending: one sender link per address ([`SenderLink`]), shared by the sends to it. A send
 //! holds the link only while it puts its transfer on the wire, then awaits the outcome
-//! without it, so many transfers are in flight (bounded by the publisher window). The
+//! without it, so many transfers are in flight (bounded by core's publisher window). The
 //! transfer is made by the caller's own task: a per-link task would add a task hop per
 //! message, which costs throughput on a busy machine. `Accepted` is the confirm; `Rejected`, `Released`,
 //! `Modified` are typed errors that hand the message back. A failed link is dropped; the next
@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coolmq_core::raw::{BackendConfirm, PipelinedStart, PublisherBackend, TransactionBackend};
+use coolmq_core::raw::{BackendConfirm, PublisherBackend, Start as Started, TransactionBackend};
 use coolmq_core::{
     Destination, Error, ErrorKind, Message, Receipt, Result, SendError, SendOptions,
 };
@@ -41,20 +41,16 @@ pub(crate) struct AmqPublisher {
     link: Arc<Link>,
     senders: Arc<StdMutex<Senders>>,
     attaching: Arc<Mutex<()>>,
-    /// In-flight sends (async-lock's semaphore: taking and returning a permit are single
-    /// atomic operations when nobody waits; tokio's locks on every return).
-    window: Arc<async_lock::Semaphore>,
     /// Bounds each send's wait for its outcome (the confirm timeout).
     timer: ConfirmTimer,
 }
 
 impl AmqPublisher {
-    pub fn new(link: Arc<Link>, window: usize, confirm_timeout: Duration) -> Self {
+    pub fn new(link: Arc<Link>, confirm_timeout: Duration) -> Self {
         AmqPublisher {
             link,
             senders: Arc::default(),
             attaching: Arc::default(),
-            window: Arc::new(async_lock::Semaphore::new(window)),
             timer: ConfirmTimer::new(confirm_timeout),
         }
     }
@@ -122,8 +118,8 @@ impl AmqPublisher {
         self.transfer(destination, message, delay).await?.await
     }
 
-    /// Put the message on the wire (after a window slot and the link are free) and return
-    /// what awaits its outcome. The confirm timeout bounds the whole send, waits included: a
+    /// Put the message on the wire (once the link is free) and return what awaits its
+    /// outcome. The confirm timeout bounds the whole send, waits included: a
     /// broker that stops answering (no credit, no attach, no outcome) fails it in time with
     /// the message handed back.
     async fn transfer(
@@ -134,13 +130,6 @@ impl AmqPublisher {
     ) -> Result<Transferred, SendError> {
         let started = Instant::now();
         let timeout = self.timer.timeout();
-        let permit = match self.window.try_acquire_arc() {
-            Some(p) => p,
-            None => match tokio::time::timeout(timeout, self.window.acquire_arc()).await {
-                Ok(p) => p,
-                Err(_) => return Err(SendError::new(not_sent("a window slot", timeout), message)),
-            },
-        };
         let sender = match self.cached(destination) {
             Some(s) => s,
             None => {
@@ -168,51 +157,37 @@ impl AmqPublisher {
         // message in flight, freed cold then (docs/BENCHMARKS.md).
         let left = timeout.saturating_sub(started.elapsed());
         let sent = sender.transfer(&mut message, delay, left).await;
-        self.transferred(sent, message, sender, Some(permit), Some(started))
+        self.transferred(sent, message, sender, Some(started))
     }
 
-    /// The pipelined send: when the window has room and the link is free and takes the
-    /// message at once (a pipelining loop's usual case), the confirm is made right here, with
-    /// no future allocated for the send; otherwise a future finishes what was started. The
-    /// window counts the send only until its message is handed over.
-    fn start_pipelined<'a>(
+    /// Start a send: when the link is free and takes the message at once (a pipelining
+    /// loop's usual case), the confirm is made right here, with no future allocated for the
+    /// hand-over; otherwise a future finishes what was started.
+    fn start<'a>(
         &'a self,
         destination: &'a Destination,
         mut message: Message,
         delay: Option<Duration>,
-    ) -> PipelinedStart<'a> {
-        let waiting = |message| -> PipelinedStart<'a> {
-            PipelinedStart::Waiting(Box::pin(async move {
-                let mut transferred = self.transfer(destination, message, delay).await?;
-                transferred.window_slot = None;
-                Ok(transferred.boxed())
-            }))
-        };
-        let Some(slot) = self.window.try_acquire() else {
-            return waiting(message);
+    ) -> Started<'a> {
+        let waiting = |message| -> Started<'a> {
+            Started::waiting(async move {
+                Ok(self.transfer(destination, message, delay).await?.boxed())
+            })
         };
         let Some(sender) = self.cached(destination) else {
-            drop(slot);
             return waiting(message);
         };
         match sender.start(&mut message, delay) {
-            Start::Done(sent) => {
-                drop(slot);
-                PipelinedStart::Ready(
-                    self.transferred(sent, message, sender, None, None)
-                        .map(Transferred::boxed),
-                )
-            }
-            Start::Busy => {
-                drop(slot);
-                waiting(message)
-            }
-            Start::Handed(handed) => PipelinedStart::Waiting(Box::pin(async move {
+            Start::Done(sent) => Started::Ready(
+                self.transferred(sent, message, sender, None)
+                    .map(Transferred::boxed),
+            ),
+            Start::Busy => waiting(message),
+            Start::Handed(handed) => Started::waiting(async move {
                 let sent = handed.finish(&mut message, self.timer.timeout()).await;
-                drop(slot);
-                self.transferred(sent, message, sender, None, None)
+                self.transferred(sent, message, sender, None)
                     .map(Transferred::boxed)
-            })),
+            }),
         }
     }
 
@@ -223,7 +198,6 @@ impl AmqPublisher {
         sent: Result<Pending>,
         message: Message,
         sender: Arc<SenderLink>,
-        window_slot: Option<async_lock::SemaphoreGuardArc>,
         started: Option<Instant>,
     ) -> Result<Transferred, SendError> {
         match sent {
@@ -235,7 +209,6 @@ impl AmqPublisher {
                     Some(start) => self.timer.deadline_from(start),
                     None => self.timer.deadline(),
                 },
-                window_slot,
             }),
             Err(e) => {
                 self.forget_if_failed(&sender);
@@ -245,10 +218,10 @@ impl AmqPublisher {
     }
 }
 
-/// A message on the wire awaiting its outcome; holds its window slot until then. The
-/// confirm future itself, written by hand: each in-flight message keeps one (boxed) until its
-/// outcome, and an `async fn` over these fields kept them twice plus its inner future
-/// (816 B against 320: fewer cache lines written at the send and read cold at the outcome).
+/// A message on the wire awaiting its outcome: the confirm future itself, written by hand.
+/// Each in-flight message keeps one (boxed) until its outcome, and an `async fn` over these
+/// fields would keep them twice plus its inner future: more cache lines written at the send
+/// and read cold at the outcome.
 struct Transferred {
     pending: Pending,
     /// The message, handed back if the broker does not take it (taken at the outcome).
@@ -257,8 +230,6 @@ struct Transferred {
     destination: Arc<SenderLink>,
     /// The confirm timeout from the send.
     deadline: Deadline,
-    /// The window slot, held until the outcome when the caller awaits it in the send.
-    window_slot: Option<async_lock::SemaphoreGuardArc>,
 }
 
 impl Transferred {
@@ -276,7 +247,6 @@ impl Future for Transferred {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let outcome = std::task::ready!(this.deadline.poll_within(Pin::new(&mut this.pending), cx));
-        this.window_slot = None;
         let message = this
             .message
             .take()
@@ -367,38 +337,13 @@ pub(crate) struct PublisherHandle(pub Arc<AmqPublisher>, pub Arc<Link>);
 
 #[async_trait]
 impl PublisherBackend for PublisherHandle {
-    async fn send(
-        &self,
-        destination: &Destination,
-        message: Message,
-        options: &SendOptions,
-    ) -> Result<Receipt, SendError> {
-        // `publish`, inlined: one future fewer holding its own copy of the message.
-        self.0
-            .transfer(destination, message, options.delay)
-            .await?
-            .await
-    }
-
-    async fn send_pipelined(
-        &self,
-        destination: &Destination,
-        message: Message,
-        options: &SendOptions,
-    ) -> Result<BackendConfirm, SendError> {
-        match self.0.start_pipelined(destination, message, options.delay) {
-            PipelinedStart::Ready(started) => started,
-            PipelinedStart::Waiting(waiting) => waiting.await,
-        }
-    }
-
-    fn start_pipelined<'a>(
+    fn start<'a>(
         &'a self,
         destination: &'a Destination,
         message: Message,
-        options: &'a SendOptions,
-    ) -> PipelinedStart<'a> {
-        self.0.start_pipelined(destination, message, options.delay)
+        options: SendOptions,
+    ) -> Started<'a> {
+        self.0.start(destination, message, options.delay)
     }
 
     async fn begin(&self) -> Result<Box<dyn TransactionBackend>> {
@@ -416,41 +361,36 @@ mod tests {
     fn handle() -> PublisherHandle {
         let options = ActiveMqOptions::from_url("amqp1://127.0.0.1:1").expect("url");
         let link = Arc::new(Link::new(options, Duration::from_secs(1)));
-        let publisher = Arc::new(AmqPublisher::new(link.clone(), 8, Duration::from_secs(1)));
+        let publisher = Arc::new(AmqPublisher::new(link.clone(), Duration::from_secs(1)));
         PublisherHandle(publisher, link)
     }
 
-    /// The send futures are allocated per message (async-trait boxes them): they stay under
-    /// glibc's per-thread cache limit (1,032 bytes), above which every allocation and free
-    /// takes the allocator's slow path (measured: most of the pipelined send's extra CPU when
-    /// the link's finished transfer was kept in its future).
+    /// The hand-over futures are allocated per message when the link cannot take it at once:
+    /// they stay under glibc's per-thread cache limit (1,032 bytes), above which every
+    /// allocation and free takes the allocator's slow path.
     #[test]
     fn send_futures_stay_small() {
         let h = handle();
         let d = Destination::queue("q");
-        let o = SendOptions::default();
-        let pipelined = std::mem::size_of_val(&*h.send_pipelined(&d, Message::new("x"), &o));
-        let send = std::mem::size_of_val(&*h.send(&d, Message::new("x"), &o));
+        let Started::Waiting(hand_over) = h.start(&d, Message::new("x"), SendOptions::default())
+        else {
+            panic!("no link is attached yet: the start must wait")
+        };
+        let hand_over = std::mem::size_of_val(&*hand_over);
         let link = Arc::new(SenderLink::new_failed_for_tests(d.clone()));
         let mut m = Message::new("x");
         let transfer = std::mem::size_of_val(&link.transfer(&mut m, None, Duration::from_secs(1)));
         let confirm = std::mem::size_of::<Transferred>();
-        eprintln!(
-            "send_pipelined {pipelined} B, send {send} B, link transfer {transfer} B, confirm {confirm} B"
-        );
+        eprintln!("hand-over {hand_over} B, link transfer {transfer} B, confirm {confirm} B");
         // Kept per message in flight until its outcome: the message and little more.
         assert!(
             confirm <= std::mem::size_of::<Message>() + 128,
             "the confirm future is {confirm} B"
         );
-        assert!(
-            pipelined <= 1032,
-            "send_pipelined's future is {pipelined} B"
-        );
+        assert!(hand_over <= 1032, "the hand-over future is {hand_over} B");
         assert!(
             transfer <= 256,
             "the link's transfer future is {transfer} B"
         );
-        assert!(send <= 1032, "send's future is {send} B");
     }
 }

@@ -42,12 +42,11 @@ pub fn report(backend: &str, scenario: &str, n: usize, raw: &[f64], coolmq: &[f6
 /// pairs' quartiles; the repetitions' median throughputs and their ratio (`of-medians=`) are
 /// printed too.
 ///
-/// Why the pairs' median: on a broker that syncs its journal, one block of 2,000 messages
-/// takes anywhere from 0.5 to 3 times the usual time (measured on Artemis: the log of a
-/// pair's ratio has a standard deviation of 0.37), independently from block to block. A
-/// repetition's total is dominated by its few slowest blocks, so a ratio of totals moves by
-/// ±0.15 between runs of the same build; the median of the pairs cancels the broker's drift
-/// (both blocks of a pair see it) and ignores its stalls, and scatters a third as much.
+/// Why the pairs' median: on a broker that syncs its journal, one block of messages can take
+/// several times the usual time, independently from block to block. A repetition's total is
+/// dominated by its few slowest blocks, so a ratio of totals moves a lot between runs of the
+/// same build; the median of the pairs cancels the broker's drift (both blocks of a pair see
+/// it) and ignores its stalls (docs/BENCHMARKS.md, how to read the numbers).
 pub fn report_paired(
     backend: &str,
     scenario: &str,

@@ -131,6 +131,8 @@ impl Broker {
             inner,
             self.capabilities(),
             self.backend_name(),
+            self.config.publisher_window,
+            self.config.confirm_timeout,
         ))
     }
 

@@ -12,8 +12,8 @@ use std::task::{Context, Poll};
 use crate::observe::Handles;
 use crate::{ErrorKind, Receipt, SendError};
 
-/// A backend's confirm future, returned by
-/// [`PublisherBackend::send_pipelined`](crate::PublisherBackend::send_pipelined). `Sync` too,
+/// A backend's confirm future, from
+/// [`PublisherBackend::start`](crate::raw::PublisherBackend::start). `Sync` too,
 /// so a task that pushes to a `FuturesUnordered` of confirms (`push` takes `&self`) while it
 /// awaits the next send stays `Send`.
 pub type BackendConfirm =

@@ -27,6 +27,7 @@ pub mod observe;
 mod publisher;
 pub mod raw;
 mod redelivery;
+mod send;
 mod topology;
 mod trace;
 mod transaction;
@@ -45,6 +46,7 @@ pub use headers::{HeaderValue, Headers};
 pub use message::{new_message_id, truncate_to_millis, Message, JSON_CONTENT_TYPE};
 pub use publisher::{Publisher, Receipt, SendError, SendOptions};
 pub use redelivery::{Decision, PolicyOverride, RedeliveryPolicy, RedeliveryPolicyMap};
+pub use send::{PipelinedSendFuture, SendFuture};
 pub use topology::{
     dead_letter_queue_name, Overflow, QueueKind, QueueSpec, DEFAULT_DEAD_LETTER_PREFIX,
 };

@@ -5,9 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::confirm::{Observed, PendingConfirm};
-use crate::raw::{PipelinedStart, PublisherBackend};
-use tracing::Instrument;
+use crate::confirm::Observed;
+use crate::raw::PublisherBackend;
+use crate::send::{PipelinedSendFuture, SendFuture, Window};
 
 use crate::{Capabilities, Destination, Error, ErrorKind, Message, Result, Transaction};
 
@@ -107,10 +107,12 @@ impl From<SendError> for Error {
 }
 
 /// Sends messages with confirms. Cheap to clone; `send` takes `&self`, so many sends can be
-/// in flight at once (the backend bounds them by the publisher window).
+/// in flight at once (bounded by the publisher window, `Config::publisher_window`).
 #[derive(Clone)]
 pub struct Publisher {
-    inner: Arc<dyn PublisherBackend>,
+    pub(crate) inner: Arc<dyn PublisherBackend>,
+    /// Shared by the clones: the window bounds the publisher's sends, not each clone's.
+    pub(crate) window: Arc<Window>,
     capabilities: Capabilities,
     backend: &'static str,
     metrics: Arc<crate::observe::Handles>,
@@ -130,56 +132,34 @@ impl Publisher {
         inner: Arc<dyn PublisherBackend>,
         capabilities: Capabilities,
         backend: &'static str,
+        window: usize,
+        confirm_timeout: Duration,
     ) -> Self {
         Publisher {
             inner,
+            window: Arc::new(Window::new(window, confirm_timeout)),
             capabilities,
             backend,
             metrics: Arc::new(crate::observe::Handles::new(backend)),
         }
     }
 
-    /// Send and wait for the broker's confirm.
+    /// Send and wait for the broker's confirm; options (a delivery delay) through the
+    /// returned future's builder methods.
     ///
     /// # Errors
     /// [`ErrorKind::Nacked`], [`ErrorKind::Rejected`], [`ErrorKind::Unroutable`],
     /// [`ErrorKind::Timeout`], [`ErrorKind::ConnectionLost`], [`ErrorKind::MessageTooLarge`]…,
     /// each with the message handed back.
-    pub async fn send(
-        &self,
-        destination: &Destination,
-        message: Message,
-    ) -> Result<Receipt, SendError> {
-        self.send_with(destination, message, &SendOptions::default())
-            .await
-    }
-
-    /// Send with options (e.g. a delivery delay).
-    pub async fn send_with(
-        &self,
-        destination: &Destination,
-        message: Message,
-        options: &SendOptions,
-    ) -> Result<Receipt, SendError> {
-        let mut message = message;
-        let mut observed = match self.prepare(destination, &mut message, options) {
-            Ok(observed) => observed,
-            Err(e) => return Err(SendError::new(e, message)),
-        };
-        let result = self
-            .inner
-            .send(destination, message, options)
-            .instrument(observed.span.clone())
-            .await;
-        observed.finish(&result);
-        result
+    pub fn send<'a>(&'a self, destination: &'a Destination, message: Message) -> SendFuture<'a> {
+        SendFuture::new(self, destination, message)
     }
 
     /// Put the message on its way and return its confirm without waiting for it: one task
     /// keeps many sends in flight (as many confirms as it holds), and the broker gets them in
     /// the order of the `send_pipelined` calls (concurrent [`Publisher::send`]s promise no
     /// order). Resolves once the message was handed to the connection; the
-    /// [`PendingConfirm`] then resolves like `send`.
+    /// [`PendingConfirm`](crate::PendingConfirm) then resolves like `send`. Options as with `send`.
     ///
     /// ```no_run
     /// # async fn demo(publisher: coolmq_core::Publisher) -> Result<(), coolmq_core::SendError> {
@@ -205,52 +185,21 @@ impl Publisher {
     ///
     /// # Errors
     /// The errors of [`Publisher::send`] that are known before the message leaves (checks,
-    /// connection lost, no link credit), each with the message handed back.
-    pub async fn send_pipelined(
-        &self,
-        destination: &Destination,
+    /// connection lost, no link credit, no room in the window), each with the message
+    /// handed back.
+    pub fn send_pipelined<'a>(
+        &'a self,
+        destination: &'a Destination,
         message: Message,
-    ) -> Result<PendingConfirm, SendError> {
-        self.send_pipelined_with(destination, message, &SendOptions::default())
-            .await
-    }
-
-    /// [`Publisher::send_pipelined`] with options (e.g. a delivery delay).
-    pub async fn send_pipelined_with(
-        &self,
-        destination: &Destination,
-        message: Message,
-        options: &SendOptions,
-    ) -> Result<PendingConfirm, SendError> {
-        let mut message = message;
-        let mut observed = match self.prepare(destination, &mut message, options) {
-            Ok(observed) => observed,
-            Err(e) => return Err(SendError::new(e, message)),
-        };
-        // The backend's fast path hands the message over with no future of its own (a
-        // pipelining loop's usual case); otherwise its future finishes the hand-over.
-        let started = {
-            let _entered = observed.span.enter();
-            self.inner.start_pipelined(destination, message, options)
-        };
-        let started = match started {
-            PipelinedStart::Ready(started) => started,
-            PipelinedStart::Waiting(waiting) => waiting.instrument(observed.span.clone()).await,
-        };
-        match started {
-            Ok(confirm) => Ok(PendingConfirm::new(confirm, observed)),
-            Err(e) => {
-                observed.failed(e.error());
-                Err(e)
-            }
-        }
+    ) -> PipelinedSendFuture<'a> {
+        PipelinedSendFuture::new(self, destination, message)
     }
 
     /// What every send does before the backend sees the message: add the trace context,
     /// open the span, count the send and apply the shared checks. Works on the message in
     /// place: it is moved once, into the backend (each move of a message through a layer
-    /// was a copy into memory gone cold, measured in the send path's cache misses).
-    fn prepare(
+    /// is a copy into memory gone cold).
+    pub(crate) fn prepare(
         &self,
         destination: &Destination,
         message: &mut Message,

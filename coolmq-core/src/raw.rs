@@ -3,8 +3,7 @@
 //! [`crate::Publisher`], [`crate::Consumer`] and [`crate::Delivery`]. Out-of-tree backends
 //! implement them and run the conformance suite.
 //!
-//! Every method is required (but [`PublisherBackend::start_pipelined`], a fast path with a
-//! default): a backend that cannot do something says so with
+//! Every method is required: a backend that cannot do something says so with
 //! [`crate::ErrorKind::Unsupported`] and a false flag in [`Capabilities`].
 
 use std::any::Any;
@@ -16,8 +15,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{
-    Broker, Capabilities, Config, ConsumerOptions, Destination, Message, QueueSpec, Receipt,
-    Result, SendError, SendOptions,
+    Broker, Capabilities, Config, ConsumerOptions, Destination, Message, QueueSpec, Result,
+    SendError, SendOptions,
 };
 
 pub use crate::config::{parse_backend_url, parse_url_option};
@@ -125,58 +124,59 @@ pub trait Backend: Send + Sync + Debug + 'static {
     async fn close(&self) -> Result<()>;
 }
 
-/// The sending side of a backend.
+/// The sending side of a backend: one primitive, [`PublisherBackend::start`] (lapin's
+/// `basic_publish` returning its `PublisherConfirm`). Core derives the awaited and the
+/// pipelined send from it and owns the publisher window: a backend keeps no window of its
+/// own.
 ///
 /// # Contract
-/// `send` resolves `Ok` only once the broker has taken responsibility for the message; every
-/// failure hands the message back in the [`SendError`]. `send_pipelined` resolves once the
-/// message is handed to the connection, in call order, and returns a confirm that resolves
-/// like `send`; the window counts it only until then (the caller holds its confirms).
+/// `start` hands the message to the connection and returns its confirm; messages started
+/// one after another (each hand-over awaited before the next `start`) reach the broker in
+/// that order. The confirm resolves `Ok` only once the broker has taken responsibility for
+/// the message, and no later than the configured confirm timeout after the hand-over; every
+/// failure, before or after the hand-over, hands the message back in the [`SendError`].
 #[async_trait]
 pub trait PublisherBackend: Send + Sync {
-    /// Send one message and wait for the broker's confirm.
-    async fn send(
-        &self,
-        destination: &Destination,
-        message: Message,
-        options: &SendOptions,
-    ) -> Result<Receipt, SendError>;
-    /// Hand one message to the connection and return its confirm without waiting for it.
-    async fn send_pipelined(
-        &self,
-        destination: &Destination,
-        message: Message,
-        options: &SendOptions,
-    ) -> Result<BackendConfirm, SendError>;
-    /// [`PublisherBackend::send_pipelined`] without a future of its own when the message can
-    /// be handed over at once (window and link free), the usual case of a fast pipelining
-    /// loop: no future is allocated and the message is not moved into one. The default
-    /// awaits `send_pipelined`; a backend overrides it only where that saves work.
-    fn start_pipelined<'a>(
+    /// Start sending one message: [`Start::Ready`] when it was handed over (or refused) at
+    /// once, without a future of its own (the usual case of a pipelining loop on a backend
+    /// that can), else [`Start::Waiting`] for the hand-over (a channel, a link, credit).
+    fn start<'a>(
         &'a self,
         destination: &'a Destination,
         message: Message,
-        options: &'a SendOptions,
-    ) -> PipelinedStart<'a> {
-        PipelinedStart::Waiting(self.send_pipelined(destination, message, options))
-    }
+        options: SendOptions,
+    ) -> Start<'a>;
     /// Start a broker transaction.
     async fn begin(&self) -> Result<Box<dyn TransactionBackend>>;
 }
 
-/// What [`PublisherBackend::start_pipelined`] gives back.
-pub enum PipelinedStart<'a> {
+/// A hand-over still under way: resolves with the message's confirm once it is on the
+/// connection.
+pub type HandOver<'a> =
+    Pin<Box<dyn Future<Output = std::result::Result<BackendConfirm, SendError>> + Send + 'a>>;
+
+/// What [`PublisherBackend::start`] gives back.
+pub enum Start<'a> {
     /// Handed to the connection (its confirm) or refused (the message handed back) at once.
-    Ready(Result<BackendConfirm, SendError>),
-    /// Still to be handed over (waiting for the window, the link or credit): await it.
-    Waiting(Pin<Box<dyn Future<Output = Result<BackendConfirm, SendError>> + Send + 'a>>),
+    Ready(std::result::Result<BackendConfirm, SendError>),
+    /// Still to be handed over: core awaits it.
+    Waiting(HandOver<'a>),
 }
 
-impl std::fmt::Debug for PipelinedStart<'_> {
+impl<'a> Start<'a> {
+    /// A start that always waits: the shape of a backend whose hand-over is an `async` block.
+    pub fn waiting(
+        hand_over: impl Future<Output = std::result::Result<BackendConfirm, SendError>> + Send + 'a,
+    ) -> Self {
+        Start::Waiting(Box::pin(hand_over))
+    }
+}
+
+impl std::fmt::Debug for Start<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            PipelinedStart::Ready(_) => "PipelinedStart::Ready",
-            PipelinedStart::Waiting(_) => "PipelinedStart::Waiting",
+            Start::Ready(_) => "Start::Ready",
+            Start::Waiting(_) => "Start::Waiting",
         })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coolmq_core::raw::{BackendConfirm, PublisherBackend, TransactionBackend};
+use coolmq_core::raw::{BackendConfirm, PublisherBackend, Start, TransactionBackend};
 use coolmq_core::{
     Destination, Error, ErrorKind, Message, Receipt, Result, SendError, SendOptions,
 };
@@ -86,23 +86,17 @@ impl Stored {
 
 #[async_trait]
 impl PublisherBackend for MemoryPublisher {
-    async fn send(
-        &self,
-        destination: &Destination,
+    fn start<'a>(
+        &'a self,
+        destination: &'a Destination,
         message: Message,
-        options: &SendOptions,
-    ) -> Result<Receipt, SendError> {
-        self.store(destination, message, options)?.confirm().await
-    }
-
-    async fn send_pipelined(
-        &self,
-        destination: &Destination,
-        message: Message,
-        options: &SendOptions,
-    ) -> Result<BackendConfirm, SendError> {
-        let stored = self.store(destination, message, options)?;
-        Ok(Box::pin(stored.confirm()))
+        options: SendOptions,
+    ) -> Start<'a> {
+        // The in-process broker stores at once: the confirm is all that can wait.
+        Start::Ready(
+            self.store(destination, message, &options)
+                .map(|stored| -> BackendConfirm { Box::pin(stored.confirm()) }),
+        )
     }
 
     async fn begin(&self) -> Result<Box<dyn TransactionBackend>> {

@@ -5,7 +5,7 @@
 //! query options; coolmq's `max_message_size`, `topic_exchange`, `connection_name`).
 //!
 //! - **Publishing**: confirm mode always, `mandatory` always, one `PublisherConfirm` per send,
-//!   a window of sends in flight (`publisher_window`), persistent by default. A returned
+//!   persistent by default. A returned
 //!   message is `Unroutable`, a nack is `Nacked`; both hand the message back.
 //! - **Transactions** on their own channel (`tx.select` / `tx.commit` / `tx.rollback`).
 //! - **Consuming**: `basic_qos(prefetch)` before every consume, manual ack, requeue on nack
@@ -99,7 +99,6 @@ pub async fn connect(config: Config) -> Result<Broker> {
     let forwarder = Arc::new(RabbitPublisher::new(
         link.clone(),
         tiers.clone(),
-        config.publisher_window,
         config.confirm_timeout,
     ));
     let backend = RabbitBackend {
@@ -134,7 +133,6 @@ impl Backend for RabbitBackend {
         let inner = Arc::new(RabbitPublisher::new(
             self.link.clone(),
             self.tiers.clone(),
-            self.config.publisher_window,
             self.config.confirm_timeout,
         ));
         Ok(Arc::new(PublisherHandle {

@@ -1,5 +1,5 @@
 //! Publishing with confirms: every send is `mandatory`, keeps its own `PublisherConfirm`
-//! (never `wait_for_confirms`), and a window bounds the sends in flight. `Ack` carrying a
+//! (never `wait_for_confirms`). `Ack` carrying a
 //! returned message is `Unroutable`; `Nack` is `Nacked`; a dead channel fails every pending
 //! send with a temporary `ConnectionLost`, and the next send reopens it.
 
@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coolmq_core::raw::{BackendConfirm, PublisherBackend, TransactionBackend};
+use coolmq_core::raw::{BackendConfirm, PublisherBackend, Start, TransactionBackend};
 use coolmq_core::{
     Destination, Error, ErrorKind, Message, Receipt, Result, SendError, SendOptions,
 };
@@ -15,7 +15,6 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString};
 use lapin::PublisherConfirm;
 use lapin::{Channel, Confirmation, ConnectionStatus};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::connection::Link;
 use crate::convert::{to_properties, DELAY_HEADER};
@@ -30,23 +29,16 @@ pub(crate) struct RabbitPublisher {
     /// the same lock that hands out the channel).
     channel: Mutex<Option<(Channel, ConnectionStatus)>>,
     reopen: tokio::sync::Mutex<()>,
-    window: Arc<Semaphore>,
     confirm_timeout: Duration,
 }
 
 impl RabbitPublisher {
-    pub fn new(
-        link: Arc<Link>,
-        tiers: Arc<Tiers>,
-        window: usize,
-        confirm_timeout: Duration,
-    ) -> Self {
+    pub fn new(link: Arc<Link>, tiers: Arc<Tiers>, confirm_timeout: Duration) -> Self {
         RabbitPublisher {
             link,
             tiers,
             channel: Mutex::new(None),
             reopen: tokio::sync::Mutex::new(()),
-            window: Arc::new(Semaphore::new(window)),
             confirm_timeout,
         }
     }
@@ -122,20 +114,13 @@ impl RabbitPublisher {
         transferred.outcome().await
     }
 
-    /// Publish (after a window slot and the channel are ready) and return what awaits the
-    /// confirm.
+    /// Publish (once the channel is ready) and return what awaits the confirm.
     async fn transfer(
         &self,
         destination: &Destination,
         message: Message,
         delay: Option<Duration>,
     ) -> Result<Transferred, SendError> {
-        let permit = self
-            .window
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("window never closed");
         let (channel, status) = match self.confirm_channel().await {
             Ok(c) => c,
             Err(e) => return Err(SendError::new(e, message)),
@@ -175,20 +160,17 @@ impl RabbitPublisher {
             message,
             destination: destination.clone(),
             timeout: self.confirm_timeout,
-            window_slot: Some(permit),
             status,
         })
     }
 }
 
-/// A published message awaiting its confirm; holds its window slot until then.
+/// A published message awaiting its confirm.
 struct Transferred {
     confirm: PublisherConfirm,
     message: Message,
     destination: Destination,
     timeout: Duration,
-    /// The window slot, held until the outcome when the caller awaits it in the send.
-    window_slot: Option<OwnedSemaphorePermit>,
     /// Asked at a timeout whether the broker blocked the connection meanwhile.
     status: ConnectionStatus,
 }
@@ -213,7 +195,6 @@ impl Transferred {
             message,
             destination,
             timeout,
-            window_slot: _held_until_the_outcome,
             status,
         } = self;
         let destination = &destination;
@@ -273,30 +254,20 @@ pub(crate) struct PublisherHandle {
 
 #[async_trait]
 impl PublisherBackend for PublisherHandle {
-    async fn send(
-        &self,
-        destination: &Destination,
+    fn start<'a>(
+        &'a self,
+        destination: &'a Destination,
         message: Message,
-        options: &SendOptions,
-    ) -> Result<Receipt, SendError> {
-        self.inner
-            .publish(destination, message, options.delay)
-            .await
-    }
-
-    async fn send_pipelined(
-        &self,
-        destination: &Destination,
-        message: Message,
-        options: &SendOptions,
-    ) -> Result<BackendConfirm, SendError> {
-        let mut transferred = self
-            .inner
-            .transfer(destination, message, options.delay)
-            .await?;
-        // The caller holds the confirm: the window counts the send only until here.
-        transferred.window_slot = None;
-        Ok(Box::pin(transferred.outcome()))
+        options: SendOptions,
+    ) -> Start<'a> {
+        // lapin's publish is async (the channel, the frame queue): always a hand-over.
+        Start::waiting(async move {
+            let transferred = self
+                .inner
+                .transfer(destination, message, options.delay)
+                .await?;
+            Ok(Box::pin(transferred.outcome()) as BackendConfirm)
+        })
     }
 
     async fn begin(&self) -> Result<Box<dyn TransactionBackend>> {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use coolmq_core::{Destination, ErrorKind, HeaderValue, Message, SendOptions};
+use coolmq_core::{Destination, ErrorKind, HeaderValue, Message};
 
 use super::case;
 use crate::{check, Case, Ctx, Failed, TestResult};
@@ -37,11 +37,8 @@ async fn missing_capabilities_return_unsupported(ctx: Ctx) -> TestResult {
     if !caps.delayed_delivery {
         let m = Message::new("later");
         let r = p
-            .send_with(
-                &dest,
-                m.clone(),
-                &SendOptions::delayed(Duration::from_millis(10)),
-            )
+            .send(&dest, m.clone())
+            .delay(Duration::from_millis(10))
             .await;
         match r {
             Err(e) if e.kind() == ErrorKind::Unsupported => {
@@ -101,12 +98,9 @@ async fn claimed_capabilities_are_usable(ctx: Ctx) -> TestResult {
         p.begin().await?.rollback().await?;
     }
     if caps.delayed_delivery {
-        p.send_with(
-            &Destination::queue(&q),
-            Message::new("d"),
-            &SendOptions::delayed(Duration::from_millis(1)),
-        )
-        .await?;
+        p.send(&Destination::queue(&q), Message::new("d"))
+            .delay(Duration::from_millis(1))
+            .await?;
     }
     if caps.topics {
         ctx.declare(&ctx.spec("sub").bind(ctx.name("t.*"))).await?;

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use coolmq_core::dead_letter::{ATTEMPTS_HEADER, LAST_ERROR_HEADER, ORIGIN_QUEUE_HEADER};
-use coolmq_core::{Destination, ErrorKind, HeaderValue, Message, Nack, SendOptions};
+use coolmq_core::{Destination, ErrorKind, HeaderValue, Message, Nack};
 
 use super::case;
 use crate::case::req::*;
@@ -402,12 +402,9 @@ async fn delayed_send_arrives_after_the_delay(ctx: Ctx) -> TestResult {
     let q = ctx.queue("delayed").await?;
     let p = ctx.publisher().await?;
     let t0 = Instant::now();
-    p.send_with(
-        &Destination::queue(&q),
-        Message::new("wait"),
-        &SendOptions::delayed(Duration::from_millis(500)),
-    )
-    .await?;
+    p.send(&Destination::queue(&q), Message::new("wait"))
+        .delay(Duration::from_millis(500))
+        .await?;
     let mut c = ctx.broker.consumer(&q).await?;
     let d = ctx.recv(&mut c).await?;
     let waited = t0.elapsed();
