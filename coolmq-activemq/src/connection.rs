@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use coolmq_core::raw::Addresses;
 use coolmq_core::{Destination, Error, ErrorKind, Result};
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::sasl_profile::SaslProfile;
@@ -22,7 +23,11 @@ struct Live {
 }
 
 pub(crate) struct Link {
+    /// The options all addresses share (the first address's), with the whole list as its
+    /// endpoint.
     pub options: ActiveMqOptions,
+    /// The broker's addresses (a live/backup pair), tried in turn at each (re)connect.
+    addresses: Addresses<ActiveMqOptions>,
     connect_timeout: Duration,
     live: Mutex<Option<Live>>,
     closed: AtomicBool,
@@ -30,9 +35,12 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub fn new(options: ActiveMqOptions, connect_timeout: Duration) -> Self {
+    pub fn new(addresses: Addresses<ActiveMqOptions>, connect_timeout: Duration) -> Self {
+        let mut options = addresses.first().clone();
+        options.endpoint = addresses.endpoint();
         Link {
             options,
+            addresses,
             connect_timeout,
             live: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -48,9 +56,15 @@ impl Link {
         )
     }
 
+    /// A connection and session to the first address that answers.
     async fn open(&self) -> Result<Live> {
-        let endpoint = &self.options.endpoint;
-        let profile = match &self.options.credentials {
+        Ok(self.addresses.connect(|o| self.open_at(o)).await?.0)
+    }
+
+    /// One address, within the connect timeout.
+    async fn open_at(&self, address: &ActiveMqOptions) -> Result<Live> {
+        let endpoint = &address.endpoint;
+        let profile = match &address.credentials {
             Some((user, password)) => SaslProfile::Plain {
                 username: user.clone(),
                 password: password.clone(),
@@ -65,11 +79,11 @@ impl Link {
                     coolmq_core::new_message_id()
                 ))
                 .sasl_profile(profile);
-            if self.options.idle_timeout_ms > 0 {
-                builder = builder.idle_time_out(self.options.idle_timeout_ms);
+            if address.idle_timeout_ms > 0 {
+                builder = builder.idle_time_out(address.idle_timeout_ms);
             }
             let mut connection = builder
-                .open(self.options.amqp_url.as_str())
+                .open(address.amqp_url.as_str())
                 .await
                 .map_err(|e| map_connect(e, endpoint))?;
             let session = Session::begin(&mut connection)

@@ -82,7 +82,19 @@ impl std::fmt::Debug for ActiveMqBackend {
 /// `ConfigInvalid` for a bad URL, `Unreachable` when the broker does not answer within
 /// `connect_timeout`, `AuthenticationFailed` for refused credentials.
 pub async fn connect(config: Config) -> Result<Broker> {
-    let options = ActiveMqOptions::from_url(&config.url)?.with_heartbeat(config.heartbeat);
+    let addresses = config
+        .addresses()?
+        .map(|url| Ok(ActiveMqOptions::from_url(url)?.with_heartbeat(config.heartbeat)))?;
+    let options = addresses.first().clone();
+    if let Some(other) = addresses.urls().iter().skip(1).find_map(|url| {
+        let o = ActiveMqOptions::from_url(url).ok()?;
+        (o.flavor != options.flavor).then_some(o.endpoint)
+    }) {
+        return Err(coolmq_core::Error::config(
+            "url",
+            format!("every address of one broker must be the same flavor (?broker=): {other} differs from the first"),
+        ));
+    }
     let capabilities = Capabilities {
         confirms: true,
         // Artemis is asked before a destination's first send (management); Classic creates
@@ -107,10 +119,10 @@ pub async fn connect(config: Config) -> Result<Broker> {
     };
     let info = BackendInfo {
         name: "activemq",
-        endpoint: options.endpoint.clone(),
+        endpoint: addresses.endpoint(),
         capabilities,
     };
-    let link = Arc::new(Link::new(options, config.connect_timeout));
+    let link = Arc::new(Link::new(addresses, config.connect_timeout));
     link.check().await?;
     let forwarder = Arc::new(AmqPublisher::new(link.clone(), config.confirm_timeout));
     let backend = ActiveMqBackend {

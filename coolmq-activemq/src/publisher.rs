@@ -359,8 +359,13 @@ mod tests {
     use crate::config::ActiveMqOptions;
 
     fn handle() -> PublisherHandle {
-        let options = ActiveMqOptions::from_url("amqp1://127.0.0.1:1").expect("url");
-        let link = Arc::new(Link::new(options, Duration::from_secs(1)));
+        let addresses = coolmq_core::raw::Addresses::parse(
+            "amqp1://127.0.0.1:1",
+            coolmq_core::AddressOrder::InOrder,
+        )
+        .and_then(|a| a.map(ActiveMqOptions::from_url))
+        .expect("url");
+        let link = Arc::new(Link::new(addresses, Duration::from_secs(1)));
         let publisher = Arc::new(AmqPublisher::new(link.clone(), Duration::from_secs(1)));
         PublisherHandle(publisher, link)
     }

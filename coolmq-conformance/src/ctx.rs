@@ -91,6 +91,12 @@ impl Ctx {
         (self.connect)(self.config.clone()).await
     }
 
+    /// The case's configuration (the target's, with the case's own memory broker where
+    /// that is the target): start of a connection the case tunes.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The case's configuration with the broker's host and port replaced by `addr` (a fault
     /// proxy, a closed port); `None` for a URL without a network address.
     pub fn config_at(&self, addr: std::net::SocketAddr) -> Option<Config> {

@@ -8,6 +8,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::addresses::{AddressOrder, Addresses};
 use crate::{duration_serde, Error, ErrorKind, RedeliveryPolicyMap, Result, DEFAULT_PREFETCH};
 
 /// Environment variable prefix: `COOLMQ_URL`, `COOLMQ_PREFETCH`,
@@ -36,14 +37,21 @@ pub const ENV_CONFIG_FILE: &str = "COOLMQ_CONFIG";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// The broker: `memory://[name]`, `amqp://user:pass@host:5672/vhost`, `amqp1://…`.
+    /// The broker: `memory://[name]`, `amqp://user:pass@host:5672/vhost`, `amqp1://…`. A
+    /// cluster's or a live/backup pair's nodes as a host list
+    /// (`amqp://user:pass@h1:5672,h2:5672/vhost`) or ActiveMQ's `failover:(url1,url2)`.
     pub url: String,
+    /// In which order connecting tries the URL's addresses: `in_order` (default) or
+    /// `shuffle` (a `failover:` URL's own `randomize` wins).
+    pub address_order: AddressOrder,
     /// Deliveries a consumer may hold unsettled. Default 200.
     pub prefetch: u16,
-    /// Sends a publisher keeps in flight awaiting confirms. Default 256.
+    /// Sends a publisher keeps in flight (awaited sends until their confirm, pipelined ones
+    /// until the hand-over); a send waits for room at most `confirm_timeout`. Default 256.
     pub publisher_window: usize,
-    /// How long a send waits for its confirm before failing with `Timeout`. Default 30 s.
-    /// (ActiveMQ checks the deadlines every 1/32 of it, so a send may wait up to that longer.)
+    /// How long a send waits for its confirm before failing with `Timeout`, and for room in
+    /// the publisher window. Default 30 s. (ActiveMQ checks the deadlines every 1/32 of it,
+    /// so a send may wait up to that longer.)
     #[serde(with = "duration_serde")]
     pub confirm_timeout: Duration,
     /// How long connecting may take before failing with `Unreachable`. Default 10 s.
@@ -65,6 +73,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             url: "memory://".to_string(),
+            address_order: AddressOrder::InOrder,
             prefetch: DEFAULT_PREFETCH,
             publisher_window: 256,
             confirm_timeout: Duration::from_secs(30),
@@ -78,6 +87,7 @@ impl Default for Config {
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "url",
+    "address_order",
     "prefetch",
     "publisher_window",
     "confirm_timeout",
@@ -146,7 +156,9 @@ impl Config {
 
     /// Check every value; the error names the bad field.
     pub fn validate(&self) -> Result<()> {
-        parse_url(&self.url)?;
+        for url in self.addresses()?.urls() {
+            parse_url(url)?;
+        }
         if self.prefetch == 0 {
             return Err(Error::config(
                 "prefetch",
@@ -187,7 +199,15 @@ impl Config {
 
     /// The URL with any password replaced by `***`, for logs and errors.
     pub fn redacted_url(&self) -> String {
-        redact_url(&self.url)
+        crate::addresses::redact_url_list(&self.url)
+    }
+
+    /// The broker's addresses, one URL each, in `address_order`: what a backend connects to.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ConfigInvalid`] for a malformed address list.
+    pub fn addresses(&self) -> Result<Addresses<String>> {
+        Addresses::parse(&self.url, self.address_order)
     }
 }
 
@@ -264,6 +284,25 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_lists_are_validated_and_ordered() {
+        let c = Config::from_toml_str(
+            "url = \"amqp://u:secret@h1:5672,h2:5673/%2f\"\naddress_order = \"shuffle\"",
+        )
+        .unwrap();
+        assert_eq!(c.address_order, AddressOrder::Shuffle);
+        assert_eq!(
+            c.redacted_url(),
+            "amqp://u:***@h1:5672/%2f,amqp://u:***@h2:5673/%2f"
+        );
+        assert_eq!(c.addresses().unwrap().len(), 2);
+        let e = Config::from_url("amqp://u:secret@h1,,h2/").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+        assert!(!e.to_string().contains("secret"), "{e}");
+        let e = Config::from_toml_str("address_order = \"random\"").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+    }
 
     #[test]
     fn defaults_are_the_embedded_broker() {

@@ -61,7 +61,9 @@ impl Driver {
 /// listing the schemes available, [`ErrorKind::FeatureDisabled`] naming the feature to enable.
 pub async fn connect_with(drivers: &[Driver], config: &Config) -> Result<Broker> {
     config.validate()?;
-    let url = parse_url(&config.url)?;
+    // Every address of a list is served by the first one's backend (each checks its own).
+    let addresses = config.addresses()?;
+    let url = parse_url(addresses.urls()[0])?;
     let scheme = url.scheme();
     let Some(driver) = drivers.iter().find(|d| d.schemes.contains(&scheme)) else {
         let known: Vec<String> = drivers

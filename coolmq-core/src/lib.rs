@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod address;
+mod addresses;
 mod broker;
 mod capability;
 mod config;
@@ -34,6 +35,7 @@ mod transaction;
 mod worker;
 
 pub use address::{topic_matches, Destination};
+pub use addresses::AddressOrder;
 pub use broker::Broker;
 pub use capability::Capabilities;
 pub use config::{parse_url, redact_url, Config, ENV_CONFIG_FILE, ENV_PREFIX};

@@ -19,6 +19,7 @@ use crate::{
     SendError, SendOptions,
 };
 
+pub use crate::addresses::{AddressOrder, Addresses};
 pub use crate::config::{parse_backend_url, parse_url_option};
 pub use crate::confirm::BackendConfirm;
 pub use crate::delivery::ack_after_forward;

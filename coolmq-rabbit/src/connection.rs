@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use coolmq_core::raw::Addresses;
 use coolmq_core::{Error, ErrorKind, Result};
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
@@ -15,16 +16,23 @@ use crate::error::{map, map_connect};
 use crate::RabbitOptions;
 
 pub(crate) struct Link {
+    /// The options all addresses share (the first address's), with the whole list as its
+    /// endpoint.
     pub options: RabbitOptions,
+    /// The broker's addresses (a cluster's nodes), tried in turn at each (re)connect.
+    addresses: Addresses<RabbitOptions>,
     connect_timeout: Duration,
     current: Mutex<Option<Arc<Connection>>>,
     closed: AtomicBool,
 }
 
 impl Link {
-    pub fn new(options: RabbitOptions, connect_timeout: Duration) -> Self {
+    pub fn new(addresses: Addresses<RabbitOptions>, connect_timeout: Duration) -> Self {
+        let mut options = addresses.first().clone();
+        options.endpoint = addresses.endpoint();
         Link {
             options,
+            addresses,
             connect_timeout,
             current: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -38,19 +46,27 @@ impl Link {
         Ok(())
     }
 
-    /// The live connection, reconnecting if it died.
+    /// The live connection, reconnecting (to the first address that answers) if it died.
     pub async fn connection(&self) -> Result<Arc<Connection>> {
         self.check_open()?;
         let mut current = self.current.lock().await;
         if let Some(c) = current.as_ref().filter(|c| c.status().connected()) {
             return Ok(c.clone());
         }
+        let (connection, _) = self.addresses.connect(|o| self.connect_to(o)).await?;
+        let connection = Arc::new(connection);
+        *current = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// One address, within the connect timeout.
+    async fn connect_to(&self, address: &RabbitOptions) -> Result<Connection> {
         let props = ConnectionProperties::default()
             .with_connection_name(self.options.connection_name.clone().into());
-        let endpoint = &self.options.endpoint;
-        let connection = tokio::time::timeout(
+        let endpoint = &address.endpoint;
+        tokio::time::timeout(
             self.connect_timeout,
-            Connection::connect(&self.options.amqp_url, props),
+            Connection::connect(&address.amqp_url, props),
         )
         .await
         .map_err(|_| {
@@ -63,10 +79,7 @@ impl Link {
             )
             .with_context("endpoint", endpoint.clone())
         })?
-        .map_err(|e| map_connect(e, endpoint))?;
-        let connection = Arc::new(connection);
-        *current = Some(connection.clone());
-        Ok(connection)
+        .map_err(|e| map_connect(e, endpoint))
     }
 
     /// A new channel on the live connection, within the connect timeout: lapin resolves an

@@ -71,7 +71,10 @@ impl std::fmt::Debug for RabbitBackend {
 /// within `connect_timeout`, `AuthenticationFailed` / `PermissionDenied` for refused
 /// credentials or vhost.
 pub async fn connect(config: Config) -> Result<Broker> {
-    let options = RabbitOptions::from_url(&config.url)?.with_heartbeat(config.heartbeat);
+    let addresses = config
+        .addresses()?
+        .map(|url| Ok(RabbitOptions::from_url(url)?.with_heartbeat(config.heartbeat)))?;
+    let options = addresses.first().clone();
     let capabilities = Capabilities {
         confirms: true,
         unroutable_returns: true,
@@ -89,10 +92,10 @@ pub async fn connect(config: Config) -> Result<Broker> {
     };
     let info = BackendInfo {
         name: "rabbit",
-        endpoint: options.endpoint.clone(),
+        endpoint: addresses.endpoint(),
         capabilities,
     };
-    let link = Arc::new(Link::new(options, config.connect_timeout));
+    let link = Arc::new(Link::new(addresses, config.connect_timeout));
     // Connect now, so a bad URL, refused credentials or a down broker fail here.
     link.connection().await?;
     let tiers = Arc::new(Tiers::default());
