@@ -37,6 +37,26 @@ fn from_env(name: &str, var: &str) -> Option<Target> {
     )
 }
 
+/// The RabbitMQ cluster: its address list, quorum queues (README, "Running on a cluster").
+fn rabbit_cluster(var: &str) -> Option<Target> {
+    let url = std::env::var(var).ok().filter(|u| !u.is_empty())?;
+    Some(
+        Target::new(
+            "rabbit-cluster",
+            move |_| {
+                let mut c =
+                    Config::from_url(url.clone()).expect("valid broker URL in the environment");
+                c.queue_kind = coolmq::QueueKind::Quorum;
+                c
+            },
+            |c| Box::pin(coolmq::connect_owned(c)),
+        )
+        .with_unreachable_hint(format!(
+            "{var} is set, so the cluster must be running: start it with `scripts/brokers start`"
+        )),
+    )
+}
+
 fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -58,6 +78,9 @@ fn main() -> ExitCode {
             None => missing.push(var),
         }
     }
+    // The cluster target runs where the cluster is started (`scripts/brokers cluster`); it
+    // is not yet part of CI's set.
+    targets.extend(rabbit_cluster("COOLMQ_TEST_RABBIT_CLUSTER_URL"));
     // CI never goes green without a broker: its suite would silently not run.
     if std::env::var_os("CI").is_some() && !missing.is_empty() {
         eprintln!(

@@ -97,10 +97,17 @@ impl Ctx {
         &self.config
     }
 
+    /// The first of the broker's addresses (the only one, but on a cluster).
+    fn first_url(&self) -> Option<url::Url> {
+        let addresses = self.config.addresses().ok()?;
+        url::Url::parse(addresses.urls().first()?).ok()
+    }
+
     /// The case's configuration with the broker's host and port replaced by `addr` (a fault
-    /// proxy, a closed port); `None` for a URL without a network address.
+    /// proxy, a closed port; on a cluster, one address instead of the list); `None` for a URL
+    /// without a network address.
     pub fn config_at(&self, addr: std::net::SocketAddr) -> Option<Config> {
-        let mut url = url::Url::parse(&self.config.url).ok()?;
+        let mut url = self.first_url()?;
         url.host_str()?;
         url.set_host(Some(&addr.ip().to_string())).ok()?;
         url.set_port(Some(addr.port())).ok()?;
@@ -143,7 +150,7 @@ impl Ctx {
     /// The broker's address from the case's URL (host resolved, default port by scheme).
     fn broker_addr(&self) -> Option<std::net::SocketAddr> {
         use std::net::ToSocketAddrs;
-        let url = url::Url::parse(&self.config.url).ok()?;
+        let url = self.first_url()?;
         let host = url.host_str()?;
         let port = url.port_or_known_default().or(match url.scheme() {
             "amqp" | "amqp1" => Some(5672),

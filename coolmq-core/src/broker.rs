@@ -106,7 +106,16 @@ impl Broker {
     pub fn queue_spec(&self, name: impl Into<String>) -> QueueSpec {
         let name = name.into();
         let dlq = self.config.dead_letter_queue(&name);
-        QueueSpec::new(name).dead_letter_queue(Some(dlq))
+        // The worker dead-letters on delivery `maximum_redeliveries + 2` without running the
+        // handler; the broker's limit lies past that.
+        let policy = self.config.redelivery.policy_for(&name);
+        let limit = u32::try_from(policy.maximum_redeliveries)
+            .ok()
+            .map(|max| max.saturating_add(1));
+        QueueSpec::new(name)
+            .dead_letter_queue(Some(dlq))
+            .kind(self.config.queue_kind)
+            .delivery_limit(limit)
     }
 
     /// Delete a queue (absent queues are fine).

@@ -9,7 +9,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::addresses::{AddressOrder, Addresses};
-use crate::{duration_serde, Error, ErrorKind, RedeliveryPolicyMap, Result, DEFAULT_PREFETCH};
+use crate::{
+    duration_serde, Error, ErrorKind, QueueKind, RedeliveryPolicyMap, Result, DEFAULT_PREFETCH,
+};
 
 /// Environment variable prefix: `COOLMQ_URL`, `COOLMQ_PREFETCH`,
 /// `COOLMQ_REDELIVERY__DEFAULT__MAXIMUM_REDELIVERIES`…
@@ -65,6 +67,9 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Prefix of dead-letter queue names. Default `DLQ.`.
     pub dead_letter_prefix: String,
+    /// The kind of the queues `Broker::queue_spec` makes: `classic` (default) or `quorum`
+    /// (RabbitMQ's replicated queues: use them on a cluster; see the README).
+    pub queue_kind: QueueKind,
     /// Redelivery policy: a default entry and per-queue overrides.
     pub redelivery: RedeliveryPolicyMap,
 }
@@ -80,6 +85,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(60),
             dead_letter_prefix: crate::DEFAULT_DEAD_LETTER_PREFIX.to_string(),
+            queue_kind: QueueKind::Classic,
             redelivery: RedeliveryPolicyMap::default(),
         }
     }
@@ -94,6 +100,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "connect_timeout",
     "heartbeat",
     "dead_letter_prefix",
+    "queue_kind",
     "redelivery",
 ];
 

@@ -20,13 +20,17 @@ pub enum Overflow {
     DropHead,
 }
 
-/// How a queue is stored, where the broker offers a choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a queue is stored, where the broker offers a choice (`Config::queue_kind` sets it for
+/// every queue `Broker::queue_spec` makes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum QueueKind {
     /// The broker's ordinary durable queue.
     #[default]
     Classic,
-    /// A replicated queue (RabbitMQ quorum queue); others treat it as classic.
+    /// A replicated queue (RabbitMQ quorum queue: Raft, confirmed once a majority of nodes
+    /// has it, exact delivery counts, at-least-once dead-lettering); others treat it as
+    /// classic.
     Quorum,
 }
 
@@ -55,6 +59,11 @@ pub struct QueueSpec {
     pub bindings: Vec<String>,
     /// Storage kind.
     pub kind: QueueKind,
+    /// Deliveries after which the broker itself dead-letters a message, where it can
+    /// (RabbitMQ quorum queues' `x-delivery-limit`): a safety net behind the worker's
+    /// policy, for consumers that never settle. `Broker::queue_spec` sets it one past the
+    /// policy's last delivery, so the worker always acts first.
+    pub delivery_limit: Option<u32>,
 }
 
 impl QueueSpec {
@@ -69,6 +78,7 @@ impl QueueSpec {
             overflow: Overflow::RejectPublish,
             bindings: Vec::new(),
             kind: QueueKind::Classic,
+            delivery_limit: None,
         }
     }
 
@@ -105,6 +115,13 @@ impl QueueSpec {
     /// Choose the storage kind.
     pub fn kind(mut self, kind: QueueKind) -> Self {
         self.kind = kind;
+        self
+    }
+
+    /// Let the broker dead-letter a message after `n` redeliveries, where it can (`None`:
+    /// never).
+    pub fn delivery_limit(mut self, n: Option<u32>) -> Self {
+        self.delivery_limit = n;
         self
     }
 }

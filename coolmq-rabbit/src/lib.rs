@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use coolmq_core::raw::{Backend, BackendInfo, ConsumerBackend, PublisherBackend};
-use coolmq_core::{Broker, Capabilities, Config, ConsumerOptions, QueueSpec, Result};
+use coolmq_core::{Broker, Capabilities, Config, ConsumerOptions, QueueKind, QueueSpec, Result};
 
 pub use config::{RabbitOptions, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TOPIC_EXCHANGE};
 use connection::Link;
@@ -81,7 +81,8 @@ pub async fn connect(config: Config) -> Result<Broker> {
         transactions: true,
         transactional_ack: false,
         delayed_delivery: true,
-        delivery_count: false,
+        // Quorum queues count deliveries (`x-delivery-count`); classic queues only flag them.
+        delivery_count: config.queue_kind == QueueKind::Quorum,
         dead_letter: true,
         topics: true,
         max_length: true,

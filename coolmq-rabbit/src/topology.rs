@@ -16,21 +16,45 @@ fn long(s: &str) -> AMQPValue {
 
 fn arguments(spec: &QueueSpec) -> FieldTable {
     let mut args = FieldTable::default();
+    let quorum = spec.kind == QueueKind::Quorum;
     if let Some(dlq) = &spec.dead_letter_queue {
         args.insert("x-dead-letter-exchange".into(), long(""));
         args.insert("x-dead-letter-routing-key".into(), long(dlq));
     }
+    let overflow = match spec.overflow {
+        Overflow::RejectPublish => "reject-publish",
+        Overflow::DropHead => "drop-head",
+    };
     if let Some(max) = spec.max_length {
         args.insert(
             "x-max-length".into(),
             AMQPValue::LongLongInt(max.min(i64::MAX as u64) as i64),
         );
-        let overflow = match spec.overflow {
-            Overflow::RejectPublish => "reject-publish",
-            Overflow::DropHead => "drop-head",
-        };
         args.insert("x-overflow".into(), long(overflow));
     }
+    if quorum {
+        args.insert("x-queue-type".into(), long("quorum"));
+        // Quorum queues dead-letter at least once (RabbitMQ 3.10+) when they never drop the
+        // head: a message leaves only once its dead-letter queue confirmed it. Classic
+        // queues' dead-letter hop is at most once.
+        if spec.dead_letter_queue.is_some() && spec.overflow == Overflow::RejectPublish {
+            args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
+            args.insert("x-overflow".into(), long("reject-publish"));
+        }
+        if let Some(limit) = spec.delivery_limit {
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(i64::from(limit)),
+            );
+        }
+    }
+    args
+}
+
+/// The dead-letter queue of `spec`: durable, of the queue's kind (on a cluster, a quorum
+/// queue's dead letters are replicated like the queue).
+fn dead_letter_arguments(spec: &QueueSpec) -> FieldTable {
+    let mut args = FieldTable::default();
     if spec.kind == QueueKind::Quorum {
         args.insert("x-queue-type".into(), long("quorum"));
     }
@@ -52,7 +76,7 @@ pub(crate) async fn declare(link: &Link, spec: &QueueSpec) -> Result<()> {
                         durable: true,
                         ..Default::default()
                     },
-                    FieldTable::default(),
+                    dead_letter_arguments(spec),
                 )
                 .await
                 .map_err(|e| map(e, "queue.declare").with_context("queue", dlq.clone()))?;

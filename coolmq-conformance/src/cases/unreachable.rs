@@ -102,10 +102,8 @@ async fn address_list_skips_dead_addresses_and_names_each_failure(ctx: Ctx) -> T
     let (closed_url, hole_url) = (at(closed)?, at(hole.addr())?);
     let mut config = ctx.config().clone();
     config.connect_timeout = CONNECT_TIMEOUT;
-    config.url = format!(
-        "failover:({closed_url},{hole_url},{})?randomize=false",
-        ctx.config().url
-    );
+    let broker_urls = ctx.config().addresses()?.urls().join(",");
+    config.url = format!("failover:({closed_url},{hole_url},{broker_urls})?randomize=false");
     let start = Instant::now();
     let broker = ctx.connect_with(config.clone()).await?;
     let took = start.elapsed();
