@@ -102,20 +102,15 @@ impl Broker {
             .unwrap_or_else(|| Some(self.config.dead_letter_queue(queue)))
     }
 
-    /// A queue spec for `name` using the configured dead-letter prefix.
+    /// A queue spec for `name` using the configured dead-letter prefix and queue kind.
     pub fn queue_spec(&self, name: impl Into<String>) -> QueueSpec {
         let name = name.into();
         let dlq = self.config.dead_letter_queue(&name);
-        // The worker dead-letters on delivery `maximum_redeliveries + 2` without running the
-        // handler; the broker's limit lies past that.
-        let policy = self.config.redelivery.policy_for(&name);
-        let limit = u32::try_from(policy.maximum_redeliveries)
-            .ok()
-            .map(|max| max.saturating_add(1));
+        // No broker-side delivery limit: the redelivery policy decides, and an explicit
+        // `Nack::Requeue` is never overruled behind the application's back.
         QueueSpec::new(name)
             .dead_letter_queue(Some(dlq))
             .kind(self.config.queue_kind)
-            .delivery_limit(limit)
     }
 
     /// Delete a queue (absent queues are fine).

@@ -59,10 +59,12 @@ pub struct QueueSpec {
     pub bindings: Vec<String>,
     /// Storage kind.
     pub kind: QueueKind,
-    /// Deliveries after which the broker itself dead-letters a message, where it can
-    /// (RabbitMQ quorum queues' `x-delivery-limit`): a safety net behind the worker's
-    /// policy, for consumers that never settle. `Broker::queue_spec` sets it one past the
-    /// policy's last delivery, so the worker always acts first.
+    /// Redeliveries after which the broker itself dead-letters a message, where it can
+    /// (RabbitMQ quorum queues' `x-delivery-limit`): a safety net for queues read by
+    /// consumers that are not coolmq workers. Default `None`: the redelivery policy decides,
+    /// and an explicit `Nack::Requeue` is never overruled by the broker. Set it above the
+    /// policy's `maximum_redeliveries + 1`, or the broker dead-letters before the worker can
+    /// record why.
     pub delivery_limit: Option<u32>,
 }
 

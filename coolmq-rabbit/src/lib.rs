@@ -85,7 +85,10 @@ pub async fn connect(config: Config) -> Result<Broker> {
         delivery_count: config.queue_kind == QueueKind::Quorum,
         dead_letter: true,
         topics: true,
-        max_length: true,
+        // Quorum queues apply `x-max-length` once the queue is over it, as the publisher
+        // learns asynchronously: a few more messages than the limit may be accepted, so an
+        // exact limit is a classic queue's only.
+        max_length: config.queue_kind == QueueKind::Classic,
         message_ttl: true,
         nested_headers: true,
         network: true,
