@@ -76,28 +76,17 @@ impl RabbitConsumer {
             acker,
             ..
         } = d;
-        // Quorum queues count deliveries; classic queues only flag a redelivery, which the
-        // core turns into an exact count by checkpointing flagged copies.
-        let counted = properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-delivery-count"))
-            .and_then(|v| match v {
-                lapin::types::AMQPValue::LongLongInt(n) => Some(*n),
-                lapin::types::AMQPValue::LongInt(n) => Some(i64::from(*n)),
-                lapin::types::AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-                _ => None,
-            })
-            .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32);
         let message: Message = from_properties(&properties, data);
         let acker = RabbitAcker {
             acker,
             forwarder: self.forwarder.clone(),
         };
-        match counted {
-            Some(n) => Received::counted(message, n, Box::new(acker)),
-            None => Received::flagged(message, redelivered, Box::new(acker)),
-        }
+        // Only the redelivered flag, on classic and quorum queues alike; core checkpoints
+        // flagged copies into exact attempts. A quorum queue's `x-delivery-count` is not
+        // exact for coolmq's purpose on RabbitMQ 3.10: a consumer that requeues a message
+        // and closes at once can leave it counted twice (one count for a return of a
+        // delivery that never reached the client).
+        Received::flagged(message, redelivered, Box::new(acker))
     }
 }
 

@@ -81,8 +81,8 @@ pub async fn connect(config: Config) -> Result<Broker> {
         transactions: true,
         transactional_ack: false,
         delayed_delivery: true,
-        // Quorum queues count deliveries (`x-delivery-count`); classic queues only flag them.
-        delivery_count: config.queue_kind == QueueKind::Quorum,
+        // The redelivered flag only (see `consumer.rs`): core checkpoints flagged copies.
+        delivery_count: false,
         dead_letter: true,
         topics: true,
         // Quorum queues apply `x-max-length` once the queue is over it, as the publisher
