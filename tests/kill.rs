@@ -7,7 +7,10 @@
 //! - 100,000 pipelined sends through a proxy that cuts the connection five times: lost 0,
 //!   hangs 0, errors > 0;
 //! - (RabbitMQ) a memory alarm during sends: every send resolves within the confirm timeout,
-//!   refused sends fail `Blocked` with the message handed back, sends succeed after the alarm.
+//!   refused sends fail `Blocked` with the message handed back, sends succeed after the alarm;
+//! - (RabbitMQ cluster, quorum queue) the queue leader's node, and the clients' node,
+//!   SIGKILLed during 100,000 confirmed sends: lost 0, hangs 0, errors > 0, duplicates
+//!   bounded, the time to resume printed.
 //!
 //! Brokers are killed and started with `scripts/brokers kill|start-one`; trials run one at a
 //! time. Without a broker's URL its trials are ignored, or fail when `CI` is set.
@@ -335,6 +338,193 @@ async fn broker_killed_twice(url: String, which: &'static str) -> TestResult {
     if duplicates > tight {
         return Err(format!(
             "{duplicates} duplicates, more than sends of unknown outcome + kills × prefetch = {tight}"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Which node of the cluster a test kills.
+#[derive(Clone, Copy, Debug)]
+enum Victim {
+    /// The node leading the quorum queue's Raft group (the clients are elsewhere).
+    Leader,
+    /// The node the clients are connected to (the leader is elsewhere).
+    Connected,
+}
+
+/// Which cluster node (1–3) leads `queue`.
+fn queue_leader(queue: &str) -> Result<usize, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/brokers");
+    let out = Command::new(script)
+        .args(["cluster-leader", queue])
+        .output()
+        .map_err(|e| format!("cannot run scripts/brokers cluster-leader: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().map_err(|_| {
+        format!(
+            "scripts/brokers cluster-leader {queue} printed {text:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A RabbitMQ cluster node SIGKILLed during 100,000 persistent confirmed sends to a quorum
+/// queue, a consumer acking all along, both through a `failover:` list that starts at a
+/// node other than the leader; the node is restarted once the sends have resumed. Asserted:
+/// lost 0, hangs 0, duplicates ≤ sends of unknown outcome + prefetch, sends resumed, and
+/// the kill felt: for the clients' node at least one send error; for the leader's node a
+/// new leader (RabbitMQ moves the leader under the clients' channels without failing a
+/// send, so errors may be 0 there). The time from the kill to a window of confirms after it
+/// is printed.
+async fn cluster_node_killed(url: String, victim: Victim) -> TestResult {
+    const N: usize = 100_000;
+    let tune = |c: &mut Config| {
+        c.queue_kind = coolmq::QueueKind::Quorum;
+        c.heartbeat = Duration::from_secs(5);
+        c.confirm_timeout = Duration::from_secs(10);
+        c.connect_timeout = Duration::from_secs(5);
+    };
+    let admin = connect(&url, tune).await?;
+    let queue = unique("cluster");
+    admin
+        .declare_queue(&admin.queue_spec(&queue).dead_letter_queue(None))
+        .await?;
+    admin.close().await?;
+    let leader = tokio::task::spawn_blocking({
+        let queue = queue.clone();
+        move || queue_leader(&queue)
+    })
+    .await
+    .expect("join")?;
+    // Node i's URL is the list's i-th; the clients try the node after the leader first.
+    let nodes: Vec<String> = Config::from_url(url.as_str())?
+        .addresses()?
+        .urls()
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    if nodes.len() != 3 || leader == 0 || leader > 3 {
+        return Err(
+            format!("expected 3 nodes and a leader among them: {nodes:?}, {leader}").into(),
+        );
+    }
+    let first = leader % 3 + 1;
+    let order: Vec<&str> = (0..3)
+        .map(|k| nodes[(first - 1 + k) % 3].as_str())
+        .collect();
+    let clients = format!("failover:({})?randomize=false", order.join(","));
+    let node = match victim {
+        Victim::Leader => leader,
+        Victim::Connected => first,
+    };
+    let which = format!("rabbit-c{node}");
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let consumer = tokio::spawn(acking_consumer(
+        clients.clone(),
+        queue.clone(),
+        seen.clone(),
+        stop,
+    ));
+    let sender = connect(&clients, tune).await?;
+    let publisher = sender.publisher().await?;
+    let confirmed = Arc::new(AtomicUsize::new(0));
+    // The killer: SIGKILL at a quarter of the confirmed sends; once a window of sends started
+    // after the kill has been confirmed, the time is taken and the node restarted.
+    let killer = {
+        let (confirmed, which, queue_name) = (confirmed.clone(), which.clone(), queue.clone());
+        tokio::spawn(async move {
+            while confirmed.load(Ordering::SeqCst) < N / 4 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let killed = {
+                let which = which.clone();
+                tokio::task::spawn_blocking(move || scripts_brokers(&["kill", &which]))
+                    .await
+                    .expect("join")
+            };
+            let at = Instant::now();
+            let base = confirmed.load(Ordering::SeqCst);
+            let mut resumed = None;
+            while resumed.is_none() && at.elapsed() < Duration::from_secs(120) {
+                if confirmed.load(Ordering::SeqCst) > base + WINDOW {
+                    resumed = Some(at.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // The new leader, once the survivors elected one.
+            let mut new_leader = None;
+            if matches!(victim, Victim::Leader) {
+                while new_leader.is_none() && at.elapsed() < Duration::from_secs(60) {
+                    let q = queue_name.clone();
+                    match tokio::task::spawn_blocking(move || queue_leader(&q))
+                        .await
+                        .expect("join")
+                    {
+                        Ok(n) if n != node => new_leader = Some(n),
+                        _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            }
+            let restarted =
+                tokio::task::spawn_blocking(move || scripts_brokers(&["start-one", &which]))
+                    .await
+                    .expect("join");
+            (at, base, resumed, new_leader, killed.and(restarted))
+        })
+    };
+    let dest = Destination::queue(&queue);
+    let sends = send_until_confirmed(&publisher, &dest, N, "c", Duration::ZERO, confirmed).await;
+    let finished = Instant::now();
+    let (killed_at, at_confirmed, resumed, new_leader, fault) =
+        killer.await.map_err(|e| format!("killer: {e}"))?;
+    wait_for_all(&seen, N, Duration::from_secs(180), Duration::from_secs(3)).await;
+    let _ = stop_tx.send(true);
+    let consumer_errors = consumer.await.map_err(|e| format!("consumer: {e}"))??;
+    let _ = sender.close().await;
+
+    let seen = std::mem::take(&mut *seen.lock().expect("lock"));
+    let (lost, duplicates) = (seen.lost("c", N), seen.duplicates());
+    let unknown = sends.errors - sends.kinds.get("unreachable").copied().unwrap_or(0);
+    let bound = unknown + usize::from(PREFETCH);
+    println!(
+        "rabbit-cluster {victim:?} node (c{node}) SIGKILL: sent={N} send_errors={} {:?} \
+         received={} lost={lost} duplicates={duplicates} (bound {bound}) hangs={} \
+         consumer_errors={consumer_errors} killed_at_confirmed={at_confirmed} \
+         resumed_after={resumed:?} leader=c{leader} new_leader={new_leader:?} \
+         clients_first=c{first}",
+        sends.errors, sends.kinds, seen.received, sends.hangs,
+    );
+    fault.map_err(|e| format!("killing or restarting {which}: {e}"))?;
+    let cleanup = connect(&clients, tune).await?;
+    let _ = cleanup.delete_queue(&queue).await;
+    let _ = cleanup.close().await;
+    if lost != 0 {
+        return Err(format!("{lost} confirmed messages were never received").into());
+    }
+    if sends.hangs != 0 {
+        return Err(format!("{} sends hung for {HANG:?}", sends.hangs).into());
+    }
+    if killed_at > finished {
+        return Err("the kill landed after the last send: the fault was not exercised".into());
+    }
+    if resumed.is_none() {
+        return Err("no send started after the kill was confirmed within 120 s".into());
+    }
+    match victim {
+        Victim::Connected if sends.errors == 0 => {
+            return Err("no send failed: the kill of the clients' node was not felt".into())
+        }
+        Victim::Leader if new_leader.is_none() => {
+            return Err("no new leader within 60 s of killing the leader's node".into())
+        }
+        _ => {}
+    }
+    if duplicates > bound {
+        return Err(format!(
+            "{duplicates} duplicates, more than sends of unknown outcome + prefetch = {bound}"
         )
         .into());
     }
@@ -779,6 +969,25 @@ fn main() -> ExitCode {
                     let rt = rt.clone();
                     trials.push(Trial::test(test, move || rt.block_on(case(url, which))));
                 }
+            }
+        }
+    }
+    for (name, victim) in [
+        ("leader_node_sigkill_during_100k_sends", Victim::Leader),
+        (
+            "connected_node_sigkill_during_100k_sends",
+            Victim::Connected,
+        ),
+    ] {
+        let test = format!("rabbit-cluster::kill::{name}");
+        let var = "COOLMQ_TEST_RABBIT_CLUSTER_URL";
+        match std::env::var(var).ok().filter(|u| !u.is_empty()) {
+            None => trials.push(broker_var::missing(test, var)),
+            Some(url) => {
+                let rt = rt.clone();
+                trials.push(Trial::test(test, move || {
+                    rt.block_on(cluster_node_killed(url, victim))
+                }));
             }
         }
     }
