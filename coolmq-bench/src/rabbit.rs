@@ -46,6 +46,10 @@ pub struct Args {
     /// Scenarios to run (publish-pipelined, publish-awaited, consume-ack); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The queues' type: `classic`, or `quorum` (RabbitMQ's replicated queues, for a
+    /// cluster: give `--url` one of its nodes, which then leads the queues).
+    #[arg(long, default_value = "classic", value_parser = ["classic", "quorum"])]
+    queue_type: String,
 }
 
 impl Args {
@@ -81,17 +85,22 @@ async fn raw_connection(url: &str) -> Result<Connection, BoxError> {
     Ok(Connection::connect(url, ConnectionProperties::default()).await?)
 }
 
-async fn fresh_queue(conn: &Connection, name: &str) -> Result<(), BoxError> {
+async fn fresh_queue(conn: &Connection, name: &str, queue_type: &str) -> Result<(), BoxError> {
     let ch = conn.create_channel().await?;
     ch.queue_delete(name.into(), QueueDeleteOptions::default())
         .await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(queue_type.into()),
+    );
     ch.queue_declare(
         name.into(),
         QueueDeclareOptions {
             durable: true,
             ..Default::default()
         },
-        FieldTable::default(),
+        arguments,
     )
     .await?;
     ch.close(200, "".into()).await?;
@@ -209,8 +218,9 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let broker = coolmq::connect(&config).await?;
     let queue = format!("coolmq.bench.{}", std::process::id());
     println!(
-        "# RabbitMQ at {}: {} B persistent messages, window {}, prefetch {}, {} reps each side, alternated",
+        "# RabbitMQ at {}: {} queues, {} B persistent messages, window {}, prefetch {}, {} reps each side, alternated",
         broker.endpoint(),
+        args.queue_type,
         args.size,
         args.window,
         args.prefetch,
@@ -221,19 +231,19 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let publisher = broker.publisher().await?;
-    fresh_queue(&conn, &queue).await?;
+    fresh_queue(&conn, &queue, &args.queue_type).await?;
     raw_publish(&ch, &queue, 2_000, args.size, args.window).await?;
     coolmq_publish(&publisher, &queue, 2_000, args.size, args.window).await?;
 
     if args.wants("publish-pipelined") {
         let (mut raw, mut cool) = (Vec::new(), Vec::new());
         for _ in 0..args.reps {
-            fresh_queue(&conn, &queue).await?;
+            fresh_queue(&conn, &queue, &args.queue_type).await?;
             raw.push(rate(
                 args.messages,
                 raw_publish(&ch, &queue, args.messages, args.size, args.window).await?,
             ));
-            fresh_queue(&conn, &queue).await?;
+            fresh_queue(&conn, &queue, &args.queue_type).await?;
             cool.push(rate(
                 args.messages,
                 coolmq_publish(&publisher, &queue, args.messages, args.size, args.window).await?,
@@ -249,7 +259,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         let blocks = args.awaited_messages.div_ceil(BLOCK);
         let (mut raw, mut cool) = (Vec::new(), Vec::new());
         for _ in 0..args.reps {
-            fresh_queue(&conn, &queue).await?;
+            fresh_queue(&conn, &queue, &args.queue_type).await?;
             let (mut raw_t, mut cool_t) = (Duration::ZERO, Duration::ZERO);
             for block in 0..blocks {
                 if block % 2 == 0 {
@@ -272,16 +282,21 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         const BLOCK: usize = 5_000;
         let blocks = args.messages.div_ceil(BLOCK);
         let n = blocks * BLOCK;
-        let (raw_q, cool_q) = (format!("{queue}.raw"), format!("{queue}.coolmq"));
         let (mut raw, mut cool) = (Vec::new(), Vec::new());
         for rep in 0..args.reps {
+            // Fresh names each repetition: a quorum queue redeclared right after its
+            // deletion can be refused while its old Raft group shuts down.
+            let (raw_q, cool_q) = (
+                format!("{queue}.raw.{rep}"),
+                format!("{queue}.coolmq.{rep}"),
+            );
             let order = if rep % 2 == 0 {
                 [&raw_q, &cool_q]
             } else {
                 [&cool_q, &raw_q]
             };
             for q in order {
-                fresh_queue(&conn, q).await?;
+                fresh_queue(&conn, q, &args.queue_type).await?;
                 raw_publish(&ch, q, n, args.size, args.window).await?;
             }
             let raw_ch = conn.create_channel().await?;
@@ -323,13 +338,13 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             cool_consumer.close().await?;
             raw.push(rate(n, raw_t));
             cool.push(rate(n, cool_t));
+            for q in [&raw_q, &cool_q] {
+                let c = conn.create_channel().await?;
+                c.queue_delete(q.clone().into(), QueueDeleteOptions::default())
+                    .await?;
+            }
         }
         report("rabbit", "consume-ack", n, &raw, &cool);
-        for q in [&raw_q, &cool_q] {
-            let c = conn.create_channel().await?;
-            c.queue_delete(q.clone().into(), QueueDeleteOptions::default())
-                .await?;
-        }
     }
 
     let ch = conn.create_channel().await?;
