@@ -204,14 +204,34 @@ async fn send_until_confirmed(
         .expect("lock")
 }
 
-/// Wait until `seen` holds `n` distinct ids (at most `limit`), then `quiet` more for stray
-/// duplicates.
-async fn wait_for_all(seen: &Mutex<Seen>, n: usize, limit: Duration, quiet: Duration) {
-    let deadline = Instant::now() + limit;
-    while seen.lock().expect("lock").copies.len() < n && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// An [`acking_consumer`] in a task of its own.
+struct AckingConsumer {
+    seen: Arc<Mutex<Seen>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<usize, Failed>>,
+}
+
+impl AckingConsumer {
+    fn start(url: String, queue: String) -> Self {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(acking_consumer(url, queue, seen.clone(), stopped));
+        AckingConsumer { seen, stop, task }
     }
-    tokio::time::sleep(quiet).await;
+
+    /// Wait until it saw `n` distinct ids (at most `limit`), then 3 s more for stray
+    /// duplicates; stop it. What it saw, and its error count.
+    async fn finish(self, n: usize, limit: Duration) -> Result<(Seen, usize), Failed> {
+        let deadline = Instant::now() + limit;
+        while self.seen.lock().expect("lock").copies.len() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let _ = self.stop.send(true);
+        let errors = self.task.await.map_err(|e| format!("consumer: {e}"))??;
+        let seen = std::mem::take(&mut *self.seen.lock().expect("lock"));
+        Ok((seen, errors))
+    }
 }
 
 /// Broker SIGKILL + restart twice during 20,000 persistent confirmed sends, a consumer acking
@@ -225,14 +245,7 @@ async fn broker_killed_twice(url: String, which: &'static str) -> TestResult {
         .await?;
     admin.close().await?;
 
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let consumer = tokio::spawn(acking_consumer(
-        url.clone(),
-        queue.clone(),
-        seen.clone(),
-        stop,
-    ));
+    let consumer = AckingConsumer::start(url.clone(), queue.clone());
 
     let sender = connect(&url, |c| {
         c.confirm_timeout = Duration::from_secs(10);
@@ -276,12 +289,9 @@ async fn broker_killed_twice(url: String, which: &'static str) -> TestResult {
     .await;
     let finished = Instant::now();
     let kills = killer.await.map_err(|e| format!("killer: {e}"))?;
-    wait_for_all(&seen, N, Duration::from_secs(120), Duration::from_secs(3)).await;
-    let _ = stop_tx.send(true);
-    let consumer_errors = consumer.await.map_err(|e| format!("consumer: {e}"))??;
+    let (seen, consumer_errors) = consumer.finish(N, Duration::from_secs(120)).await?;
     let _ = sender.close().await;
 
-    let seen = std::mem::take(&mut *seen.lock().expect("lock"));
     let (lost, duplicates) = (seen.lost("k", N), seen.duplicates());
     let per_kill: Vec<usize> = kills
         .iter()
@@ -420,14 +430,7 @@ async fn cluster_node_killed(url: String, victim: Victim) -> TestResult {
     };
     let which = format!("rabbit-c{node}");
 
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let consumer = tokio::spawn(acking_consumer(
-        clients.clone(),
-        queue.clone(),
-        seen.clone(),
-        stop,
-    ));
+    let consumer = AckingConsumer::start(clients.clone(), queue.clone());
     let sender = connect(&clients, tune).await?;
     let publisher = sender.publisher().await?;
     let confirmed = Arc::new(AtomicUsize::new(0));
@@ -480,12 +483,9 @@ async fn cluster_node_killed(url: String, victim: Victim) -> TestResult {
     let finished = Instant::now();
     let (killed_at, at_confirmed, resumed, new_leader, fault) =
         killer.await.map_err(|e| format!("killer: {e}"))?;
-    wait_for_all(&seen, N, Duration::from_secs(180), Duration::from_secs(3)).await;
-    let _ = stop_tx.send(true);
-    let consumer_errors = consumer.await.map_err(|e| format!("consumer: {e}"))??;
+    let (seen, consumer_errors) = consumer.finish(N, Duration::from_secs(180)).await?;
     let _ = sender.close().await;
 
-    let seen = std::mem::take(&mut *seen.lock().expect("lock"));
     let (lost, duplicates) = (seen.lost("c", N), seen.duplicates());
     let unknown = sends.errors - sends.kinds.get("unreachable").copied().unwrap_or(0);
     let bound = unknown + usize::from(PREFETCH);

@@ -86,10 +86,8 @@ pub async fn connect(config: Config) -> Result<Broker> {
         .addresses()?
         .map(|url| Ok(ActiveMqOptions::from_url(url)?.with_heartbeat(config.heartbeat)))?;
     let options = addresses.first().clone();
-    if let Some(other) = addresses.urls().iter().skip(1).find_map(|url| {
-        let o = ActiveMqOptions::from_url(url).ok()?;
-        (o.flavor != options.flavor).then_some(o.endpoint)
-    }) {
+    if let Some(other) = addresses.targets().find(|o| o.flavor != options.flavor) {
+        let other = &other.endpoint;
         return Err(coolmq_core::Error::config(
             "url",
             format!("every address of one broker must be the same flavor (?broker=): {other} differs from the first"),

@@ -83,6 +83,11 @@ impl<T> Addresses<T> {
         self.entries.iter().map(|(u, _)| u.as_str()).collect()
     }
 
+    /// What the backend made of each address, in the configured order.
+    pub fn targets(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().map(|(_, t)| t)
+    }
+
     /// What the backend made of the first address: the options all addresses share.
     pub fn first(&self) -> &T {
         &self.entries[0].1

@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -85,113 +86,112 @@ impl<'a> Starting<'a> {
         }
     }
 
-    fn options(&mut self) -> Option<&mut SendOptions> {
-        match &mut self.stage {
-            Stage::Unstarted { options, .. } => Some(options),
-            _ => None,
+    /// Change the options (before the first poll; after it, nothing changes).
+    fn set_options(&mut self, change: impl FnOnce(&mut SendOptions)) {
+        if let Stage::Unstarted { options, .. } = &mut self.stage {
+            change(options);
         }
     }
 
     /// Resolves with the confirm and the slot once the message is handed over.
-    fn poll_start(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(PendingConfirm, Slot<'a>), SendError>> {
+    fn poll_start(&mut self, cx: &mut Context<'_>) -> Poll<Started<'a>> {
         loop {
-            match &mut self.stage {
-                Stage::Unstarted { .. } => {
-                    let Stage::Unstarted {
-                        publisher,
-                        destination,
-                        mut message,
-                        options,
-                    } = std::mem::replace(&mut self.stage, Stage::Done)
-                    else {
-                        unreachable!("matched just above")
-                    };
-                    let observed = match publisher.prepare(destination, &mut message, &options) {
-                        Ok(observed) => observed,
-                        Err(e) => return Poll::Ready(Err(SendError::new(e, message))),
-                    };
-                    let window = &publisher.window;
-                    match window.slots.try_acquire() {
-                        Some(slot) => {
-                            let started = {
-                                let _entered = observed.span.enter();
-                                publisher.inner.start(destination, message, options)
-                            };
-                            match started {
-                                Start::Ready(started) => {
-                                    return Poll::Ready(handed(started, slot, observed))
-                                }
-                                Start::Waiting(hand_over) => {
-                                    self.stage = Stage::Handing {
-                                        hand_over,
-                                        slot,
-                                        observed,
-                                    }
-                                }
-                            }
-                        }
-                        None => {
-                            let queued = Box::pin(async move {
-                                let slot = match tokio::time::timeout(
-                                    window.timeout,
-                                    window.slots.acquire(),
-                                )
-                                .await
-                                {
-                                    Ok(slot) => slot,
-                                    Err(_) => {
-                                        let e = window_full(window.size, window.timeout);
-                                        return Err(SendError::new(e, message));
-                                    }
-                                };
-                                let confirm =
-                                    match publisher.inner.start(destination, message, options) {
-                                        Start::Ready(started) => started,
-                                        Start::Waiting(hand_over) => hand_over.await,
-                                    }?;
-                                Ok((confirm, slot))
-                            });
-                            self.stage = Stage::Queued { queued, observed };
-                        }
-                    }
-                }
+            // Taken out and put back while pending: each arm owns its stage.
+            self.stage = match std::mem::replace(&mut self.stage, Stage::Done) {
+                Stage::Unstarted {
+                    publisher,
+                    destination,
+                    message,
+                    options,
+                } => match begin(publisher, destination, message, options) {
+                    ControlFlow::Break(started) => return Poll::Ready(started),
+                    ControlFlow::Continue(stage) => stage,
+                },
                 Stage::Handing {
-                    hand_over,
+                    mut hand_over,
+                    slot,
                     observed,
-                    ..
                 } => {
-                    let started = {
+                    let polled = {
                         let _entered = observed.span.enter();
-                        ready!(hand_over.as_mut().poll(cx))
+                        hand_over.as_mut().poll(cx)
                     };
-                    let Stage::Handing { slot, observed, .. } =
-                        std::mem::replace(&mut self.stage, Stage::Done)
-                    else {
-                        unreachable!("matched just above")
+                    if let Poll::Ready(started) = polled {
+                        return Poll::Ready(handed(started, slot, observed));
+                    }
+                    self.stage = Stage::Handing {
+                        hand_over,
+                        slot,
+                        observed,
                     };
-                    return Poll::Ready(handed(started, slot, observed));
+                    return Poll::Pending;
                 }
-                Stage::Queued { queued, observed } => {
-                    let started = {
+                Stage::Queued {
+                    mut queued,
+                    observed,
+                } => {
+                    let polled = {
                         let _entered = observed.span.enter();
-                        ready!(queued.as_mut().poll(cx))
+                        queued.as_mut().poll(cx)
                     };
-                    let Stage::Queued { observed, .. } =
-                        std::mem::replace(&mut self.stage, Stage::Done)
-                    else {
-                        unreachable!("matched just above")
-                    };
-                    return Poll::Ready(match started {
-                        Ok((confirm, slot)) => Ok((PendingConfirm::new(confirm, observed), slot)),
-                        Err(e) => Err(failed(e, observed)),
-                    });
+                    match polled {
+                        Poll::Ready(Ok((confirm, slot))) => {
+                            return Poll::Ready(handed(Ok(confirm), slot, observed))
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(failed(e, observed))),
+                        Poll::Pending => {}
+                    }
+                    self.stage = Stage::Queued { queued, observed };
+                    return Poll::Pending;
                 }
                 Stage::Done => panic!("a send polled after it resolved"),
-            }
+            };
         }
+    }
+}
+
+/// What a send's start resolves with: the confirm and its window slot, or the failure.
+type Started<'a> = Result<(PendingConfirm, Slot<'a>), SendError>;
+
+/// The first poll: the shared checks, then a slot and the backend's start; or, with no slot
+/// free, the queued start.
+fn begin<'a>(
+    publisher: &'a Publisher,
+    destination: &'a Destination,
+    mut message: Message,
+    options: SendOptions,
+) -> ControlFlow<Started<'a>, Stage<'a>> {
+    let observed = match publisher.prepare(destination, &mut message, &options) {
+        Ok(observed) => observed,
+        Err(e) => return ControlFlow::Break(Err(SendError::new(e, message))),
+    };
+    let window = &publisher.window;
+    let Some(slot) = window.slots.try_acquire() else {
+        let queued = Box::pin(async move {
+            let Ok(slot) = tokio::time::timeout(window.timeout, window.slots.acquire()).await
+            else {
+                let e = window_full(window.size, window.timeout);
+                return Err(SendError::new(e, message));
+            };
+            let confirm = match publisher.inner.start(destination, message, options) {
+                Start::Ready(started) => started,
+                Start::Waiting(hand_over) => hand_over.await,
+            }?;
+            Ok((confirm, slot))
+        });
+        return ControlFlow::Continue(Stage::Queued { queued, observed });
+    };
+    let started = {
+        let _entered = observed.span.enter();
+        publisher.inner.start(destination, message, options)
+    };
+    match started {
+        Start::Ready(started) => ControlFlow::Break(handed(started, slot, observed)),
+        Start::Waiting(hand_over) => ControlFlow::Continue(Stage::Handing {
+            hand_over,
+            slot,
+            observed,
+        }),
     }
 }
 
@@ -200,7 +200,7 @@ fn handed<'a>(
     started: Result<BackendConfirm, SendError>,
     slot: Slot<'a>,
     observed: Observed,
-) -> Result<(PendingConfirm, Slot<'a>), SendError> {
+) -> Started<'a> {
     match started {
         Ok(confirm) => Ok((PendingConfirm::new(confirm, observed), slot)),
         Err(e) => Err(failed(e, observed)),
@@ -263,17 +263,13 @@ impl<'a> SendFuture<'a> {
 
     /// Deliver no earlier than `delay` from now (needs `delayed_delivery`).
     pub fn delay(mut self, delay: Duration) -> Self {
-        if let Some(options) = self.starting.options() {
-            options.delay = Some(delay);
-        }
+        self.starting.set_options(|o| o.delay = Some(delay));
         self
     }
 
     /// Replace all options at once. Options set after the first poll have no effect.
     pub fn options(mut self, options: SendOptions) -> Self {
-        if let Some(o) = self.starting.options() {
-            *o = options;
-        }
+        self.starting.set_options(|o| *o = options);
         self
     }
 }
@@ -322,17 +318,13 @@ impl<'a> PipelinedSendFuture<'a> {
 
     /// Deliver no earlier than `delay` from now (needs `delayed_delivery`).
     pub fn delay(mut self, delay: Duration) -> Self {
-        if let Some(options) = self.starting.options() {
-            options.delay = Some(delay);
-        }
+        self.starting.set_options(|o| o.delay = Some(delay));
         self
     }
 
     /// Replace all options at once. Options set after the first poll have no effect.
     pub fn options(mut self, options: SendOptions) -> Self {
-        if let Some(o) = self.starting.options() {
-            *o = options;
-        }
+        self.starting.set_options(|o| *o = options);
         self
     }
 }
