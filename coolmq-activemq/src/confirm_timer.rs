@@ -19,6 +19,7 @@ use slab::Slab;
 use tokio::time::Instant;
 
 /// The deadlines of one publisher's sends.
+#[derive(Clone)]
 pub(crate) struct ConfirmTimer {
     shared: Arc<Shared>,
 }
@@ -57,6 +58,19 @@ impl ConfirmTimer {
     /// The confirm timeout.
     pub fn timeout(&self) -> Duration {
         self.shared.timeout
+    }
+
+    /// Wake every send awaiting its outcome, so each looks at its link again (the connection
+    /// it went out on has ended).
+    pub fn wake_all(&self) {
+        let wakers: Vec<Waker> = {
+            let state = self.shared.lock();
+            state.entries.iter().map(|(_, e)| e.waker.clone()).collect()
+        };
+        // Outside the lock: a woken task may be polled on another thread at once.
+        for waker in wakers {
+            waker.wake();
+        }
     }
 
     /// A deadline `timeout` from now, for a message just sent.
@@ -214,6 +228,43 @@ async fn within<F: Future>(future: F, mut deadline: Deadline) -> Option<F::Outpu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lost connection wakes every send awaiting its outcome at once, long before its
+    /// deadline, so each can see its link is gone.
+    #[tokio::test(start_paused = true)]
+    async fn wake_all_wakes_every_waiting_send_before_its_deadline() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let timer = ConfirmTimer::new(Duration::from_secs(30));
+        let lost = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let sends: Vec<_> = (0..3)
+            .map(|_| {
+                let (mut deadline, lost) = (timer.deadline(), lost.clone());
+                tokio::spawn(std::future::poll_fn(move |cx| {
+                    if deadline.poll_expired(cx) {
+                        return Poll::Ready("expired");
+                    }
+                    if lost.load(Ordering::SeqCst) {
+                        return Poll::Ready("lost");
+                    }
+                    Poll::Pending
+                }))
+            })
+            .collect();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        lost.store(true, Ordering::SeqCst);
+        timer.wake_all();
+        for send in sends {
+            assert_eq!(send.await.expect("join"), "lost");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_deadline_fires_after_the_timeout_and_not_before() {

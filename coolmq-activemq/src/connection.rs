@@ -1,5 +1,8 @@
 //! One AMQP 1.0 connection and session, reopened on demand: fe2o3 has no reconnect, so
 //! coolmq notices a closed connection or ended session and opens new ones for the next link.
+//! A task per connection waits for its end and says so ([`Lost`]): fe2o3 leaves a sender's
+//! unsettled transfers pending when the connection dies under an idle link, and only the
+//! links that hear of it can fail them at once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,14 +15,45 @@ use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::messaging::{Source, Target};
 use fe2o3_amqp::types::primitives::Symbol;
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
-use tokio::sync::Mutex;
+use tokio::sync::{oneshot, watch, Mutex};
 
 use crate::error::{map, map_connect};
 use crate::ActiveMqOptions;
 
+/// Becomes `true` when the connection a link was attached on has ended (its socket closed,
+/// the broker closed it, or coolmq did): nothing can arrive on its links any more.
+pub(crate) type Lost = watch::Receiver<bool>;
+
 struct Live {
-    connection: ConnectionHandle<()>,
     session: SessionHandle<()>,
+    lost: Lost,
+    /// Asks the connection's task to close it (dropped: the connection is dropped).
+    close: Option<oneshot::Sender<()>>,
+}
+
+/// Hand `connection` to a task that waits for its end (or for `close`), then reports it lost.
+fn watch_connection(
+    mut connection: ConnectionHandle<()>,
+    close_timeout: Duration,
+) -> (Lost, oneshot::Sender<()>) {
+    let (lost_tx, lost) = watch::channel(false);
+    let (close, close_asked) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = connection.on_close() => {}
+            asked = close_asked => {
+                if asked.is_ok() {
+                    // A silent broker must not keep the task (the caller waits as long).
+                    let _ = tokio::time::timeout(close_timeout, connection.close()).await;
+                }
+                // Not asked (the link replaced or dropped its connection): dropping the
+                // handle closes it.
+                drop(connection);
+            }
+        }
+        let _ = lost_tx.send(true);
+    });
+    (lost, close)
 }
 
 pub(crate) struct Link {
@@ -89,9 +123,11 @@ impl Link {
             let session = Session::begin(&mut connection)
                 .await
                 .map_err(|e| map(e, "session.begin"))?;
+            let (lost, close) = watch_connection(connection, self.connect_timeout);
             Ok::<_, Error>(Live {
-                connection,
                 session,
+                lost,
+                close: Some(close),
             })
         };
         tokio::time::timeout(self.connect_timeout, open)
@@ -112,24 +148,33 @@ impl Link {
         &self,
         f: impl AsyncFnOnce(&mut SessionHandle<()>) -> Result<T>,
     ) -> Result<T> {
+        Ok(self.with_session_watched(f).await?.0)
+    }
+
+    /// [`Link::with_session`], with what tells when that session's connection is lost.
+    async fn with_session_watched<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut SessionHandle<()>) -> Result<T>,
+    ) -> Result<(T, Lost)> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(coolmq_core::raw::closed());
         }
         let mut live = self.live.lock().await;
         let dead = live
             .as_ref()
-            .is_none_or(|l| l.connection.is_closed() || l.session.is_ended());
+            .is_none_or(|l| *l.lost.borrow() || l.session.is_ended());
         if dead {
             *live = Some(self.open().await?);
         }
-        let session = &mut live.as_mut().expect("opened").session;
-        let result = f(session).await;
+        let opened = live.as_mut().expect("opened");
+        let lost = opened.lost.clone();
+        let result = f(&mut opened.session).await;
         if matches!(&result, Err(e) if e.kind() == ErrorKind::ConnectionLost) {
             // The session or connection ended under the operation (fe2o3 does not always
             // say so beforehand): the next operation connects anew.
             *live = None;
         }
-        result
+        result.map(|t| (t, lost))
     }
 
     /// Make sure the broker answers (connect now).
@@ -140,6 +185,11 @@ impl Link {
     /// A sender to a queue or a topic: the target capability tells ActiveMQ which routing
     /// type (anycast or multicast) to give an address it auto-creates.
     pub async fn sender(&self, destination: &Destination) -> Result<Sender> {
+        Ok(self.sender_watched(destination).await?.0)
+    }
+
+    /// [`Link::sender`], with what tells when its connection is lost.
+    async fn sender_watched(&self, destination: &Destination) -> Result<(Sender, Lost)> {
         let name = self.link_name("sender");
         let address = destination.name();
         let capability = match destination {
@@ -150,7 +200,7 @@ impl Link {
             .address(address.to_string())
             .capabilities(vec![Symbol::from(capability)])
             .build();
-        self.with_session(async |s| {
+        self.with_session_watched(async |s| {
             Sender::builder()
                 .name(name)
                 .target(target)
@@ -164,8 +214,13 @@ impl Link {
     /// A sender to `destination` for application sends: refused as `Unroutable` where the
     /// broker would not route the message (see [`crate::management::ensure_routable`]).
     pub async fn routed_sender(&self, destination: &Destination) -> Result<Sender> {
+        Ok(self.routed_sender_watched(destination).await?.0)
+    }
+
+    /// [`Link::routed_sender`], with what tells when its connection is lost.
+    pub async fn routed_sender_watched(&self, destination: &Destination) -> Result<(Sender, Lost)> {
         crate::management::ensure_routable(self, destination).await?;
-        self.sender(destination).await
+        self.sender_watched(destination).await
     }
 
     /// A receiver of `address` with manual credit.
@@ -236,7 +291,11 @@ impl Link {
         };
         if let Some(mut live) = live {
             let _ = tokio::time::timeout(self.connect_timeout, live.session.end()).await;
-            let _ = tokio::time::timeout(self.connect_timeout, live.connection.close()).await;
+            if let Some(close) = live.close.take() {
+                let _ = close.send(());
+            }
+            // The connection's task closes it within the connect timeout, then reports it.
+            let _ = live.lost.wait_for(|lost| *lost).await;
         }
     }
 }

@@ -72,10 +72,11 @@ impl AmqPublisher {
         &self,
         destination: &Destination,
     ) -> tokio::task::JoinHandle<Result<Arc<SenderLink>>> {
-        let (link, senders, attaching) = (
+        let (link, senders, attaching, timer) = (
             self.link.clone(),
             self.senders.clone(),
             self.attaching.clone(),
+            self.timer.clone(),
         );
         let destination = destination.clone();
         tokio::spawn(async move {
@@ -83,10 +84,9 @@ impl AmqPublisher {
             if let Some(s) = live_sender(&senders, &destination) {
                 return Ok(s);
             }
-            let sender = Arc::new(SenderLink::new(
-                link.routed_sender(&destination).await?,
-                destination.clone(),
-            ));
+            let (attached, lost) = link.routed_sender_watched(&destination).await?;
+            let sender = Arc::new(SenderLink::new(attached, destination.clone()));
+            sender.watch(lost, move || timer.wake_all());
             senders
                 .lock()
                 .expect("lock")
@@ -246,7 +246,21 @@ impl Future for Transferred {
     /// confirm timeout is an error that hands the message back.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let outcome = std::task::ready!(this.deadline.poll_within(Pin::new(&mut this.pending), cx));
+        let outcome = match this.deadline.poll_within(Pin::new(&mut this.pending), cx) {
+            Poll::Ready(outcome) => outcome,
+            // Checked after the deadline registered this send's waker: a loss reported
+            // after that wakes it (`ConfirmTimer::wake_all`), one before is seen here.
+            Poll::Pending if this.destination.is_lost() => {
+                let message = this
+                    .message
+                    .take()
+                    .expect("a confirm polled after it resolved");
+                let error = connection_lost()
+                    .with_context("destination", this.destination.destination().to_string());
+                return Poll::Ready(Err(SendError::new(error, message)));
+            }
+            Poll::Pending => return Poll::Pending,
+        };
         let message = this
             .message
             .take()
@@ -264,6 +278,18 @@ impl Future for Transferred {
             .with_context("destination", this.destination.destination().to_string());
         Poll::Ready(Err(SendError::new(error, message)))
     }
+}
+
+/// The connection ended with the outcome unknown: the broker may or may not have the
+/// message.
+#[cold]
+#[inline(never)]
+fn connection_lost() -> Error {
+    Error::new(
+        ErrorKind::ConnectionLost,
+        "the connection ended before the broker's outcome arrived; outcome unknown, resend",
+    )
+    .set_temporary(true)
 }
 
 /// A send that could not even start within the confirm timeout: nothing was sent.

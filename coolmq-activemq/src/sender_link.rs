@@ -24,8 +24,12 @@ use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::Sender;
 use tokio::time::Instant;
 
+use crate::connection::Lost;
 use crate::convert::{blank, copy_back, refill, take_back};
 use crate::error::map;
+
+/// How long a failed link waits for the broker to answer its detach.
+const DETACH_WAIT: Duration = Duration::from_secs(5);
 
 /// The link's AMQP message: shared with the driver while it transfers it, so the send takes
 /// back what it lent once the driver let go, whatever happened to the transfer.
@@ -62,8 +66,10 @@ async fn drive(mut sender: Sender, mailbox: Arc<Mutex<Mailbox>>) {
         let failed = sent.is_err();
         open(&mailbox).response = Some(sent);
         if failed {
+            // Bounded: on a dead connection the detach is never answered, and the sender
+            // (with its unsettled transfers) must not outlive the wait.
             tokio::spawn(async move {
-                let _ = sender.close().await;
+                let _ = tokio::time::timeout(DETACH_WAIT, sender.close()).await;
             });
             return;
         }
@@ -174,6 +180,8 @@ pub(crate) struct SenderLink {
     inner: Arc<async_lock::Mutex<Inner>>,
     /// [`Inner::failed`], readable without the lock.
     failed: Arc<AtomicBool>,
+    /// The connection it was attached on has ended: no outcome can arrive any more.
+    lost: Arc<AtomicBool>,
     destination: Destination,
 }
 
@@ -232,8 +240,28 @@ impl SenderLink {
                 slot: empty(),
             })),
             failed,
+            lost: Arc::default(),
             destination,
         }
+    }
+
+    /// Once `lost` says the link's connection has ended, mark the link failed and lost and
+    /// run `on_lost` (which wakes the sends awaiting outcomes, so they fail at once instead
+    /// of at their confirm timeout).
+    pub fn watch(&self, mut lost: Lost, on_lost: impl FnOnce() + Send + 'static) {
+        let (failed, flag) = (self.failed.clone(), self.lost.clone());
+        tokio::spawn(async move {
+            // An error: the connection's task is gone, so is the connection.
+            let _ = lost.wait_for(|lost| *lost).await;
+            flag.store(true, Ordering::SeqCst);
+            failed.store(true, Ordering::Relaxed);
+            on_lost();
+        });
+    }
+
+    /// Whether the link's connection has ended (see [`SenderLink::watch`]).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
     }
 
     #[cfg(test)]
