@@ -70,6 +70,9 @@ fn main() -> ExitCode {
         ("rabbit", "COOLMQ_TEST_RABBIT_URL"),
         ("artemis", "COOLMQ_TEST_ARTEMIS_URL"),
         ("activemq", "COOLMQ_TEST_ACTIVEMQ_URL"),
+        // The HA pairs, through their `failover:(live,backup)` address lists.
+        ("artemis-pair", "COOLMQ_TEST_ARTEMIS_PAIR_URL"),
+        ("activemq-pair", "COOLMQ_TEST_ACTIVEMQ_PAIR_URL"),
     ];
     let mut missing = Vec::new();
     for (name, var) in brokers {

@@ -10,7 +10,10 @@
 //!   refused sends fail `Blocked` with the message handed back, sends succeed after the alarm;
 //! - (RabbitMQ cluster, quorum queue) the queue leader's node, and the clients' node,
 //!   SIGKILLed during 100,000 confirmed sends: lost 0, hangs 0, errors > 0, duplicates
-//!   bounded, the time to resume printed.
+//!   bounded, the time to resume printed;
+//! - (ActiveMQ HA pairs on a shared store) the serving member SIGKILLed during 50,000
+//!   confirmed sends, clients on the pair's `failover:` list: lost 0, hangs 0, errors > 0,
+//!   duplicates bounded, the time to resume on the standby printed.
 //!
 //! Brokers are killed and started with `scripts/brokers kill|start-one`; trials run one at a
 //! time. Without a broker's URL its trials are ignored, or fail when `CI` is set.
@@ -531,6 +534,174 @@ async fn cluster_node_killed(url: String, victim: Victim) -> TestResult {
     Ok(())
 }
 
+/// An ActiveMQ high-availability pair on a shared store (`scripts/brokers pairs`).
+#[derive(Clone, Copy, Debug)]
+enum Pair {
+    /// Artemis live/backup: the backup serves while the live is down; the returning live
+    /// takes the store back (failback), a second switch for the clients.
+    Artemis,
+    /// Classic master/slave: whichever member holds the store's lock serves; the returning
+    /// member waits as the new slave.
+    Classic,
+}
+
+impl Pair {
+    fn name(self) -> &'static str {
+        match self {
+            Pair::Artemis => "artemis",
+            Pair::Classic => "classic",
+        }
+    }
+
+    /// The `scripts/brokers` name of a member (`live`, `backup`, `a`, `b`).
+    fn member(self, member: &str) -> String {
+        format!("{}-{member}", self.name())
+    }
+
+    /// How many times the clients' serving broker changes in a trial: the kill, and for
+    /// Artemis the failback when the live returns.
+    fn switches(self) -> usize {
+        match self {
+            Pair::Artemis => 2,
+            Pair::Classic => 1,
+        }
+    }
+}
+
+/// The pair member serving clients now.
+fn pair_active(pair: Pair) -> Result<String, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/brokers");
+    let out = Command::new(script)
+        .args(["pair-active", pair.name()])
+        .output()
+        .map_err(|e| format!("cannot run scripts/brokers pair-active: {e}"))?;
+    let member = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || member.is_empty() {
+        return Err(format!(
+            "no member of the {} pair serves: start it with `scripts/brokers pairs`",
+            pair.name()
+        ));
+    }
+    Ok(member)
+}
+
+/// The serving member of an ActiveMQ pair SIGKILLed during 50,000 persistent confirmed
+/// sends, a consumer acking all along, both through the pair's `failover:` list; the member
+/// is restarted once the sends have resumed on the other one. Asserted: lost 0, hangs 0,
+/// errors > 0 (the clients' broker died under them), the sends resumed, and duplicates ≤
+/// sends of unknown outcome + switches × prefetch. The time from the kill to a window of
+/// confirms on the standby is printed.
+async fn pair_member_killed(url: String, pair: Pair) -> TestResult {
+    const N: usize = 50_000;
+    let tune = |c: &mut Config| {
+        c.heartbeat = Duration::from_secs(5);
+        c.confirm_timeout = Duration::from_secs(10);
+        c.connect_timeout = Duration::from_secs(5);
+    };
+    // The whole pair up, its standby waiting (idempotent), then the member serving now.
+    let first = pair.member(match pair {
+        Pair::Artemis => "live",
+        Pair::Classic => "a",
+    });
+    tokio::task::spawn_blocking(move || scripts_brokers(&["start-one", &first]))
+        .await
+        .expect("join")?;
+    let victim = tokio::task::spawn_blocking(move || pair_active(pair))
+        .await
+        .expect("join")?;
+    let which = pair.member(&victim);
+
+    let admin = connect(&url, tune).await?;
+    let queue = unique("pair");
+    admin
+        .declare_queue(&admin.queue_spec(&queue).dead_letter_queue(None))
+        .await?;
+    admin.close().await?;
+
+    let consumer = AckingConsumer::start(url.clone(), queue.clone());
+    let sender = connect(&url, tune).await?;
+    let publisher = sender.publisher().await?;
+    let confirmed = Arc::new(AtomicUsize::new(0));
+    let killer = {
+        let (confirmed, which) = (confirmed.clone(), which.clone());
+        tokio::spawn(async move {
+            while confirmed.load(Ordering::SeqCst) < N / 4 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let killed = {
+                let which = which.clone();
+                tokio::task::spawn_blocking(move || scripts_brokers(&["kill", &which]))
+                    .await
+                    .expect("join")
+            };
+            let at = Instant::now();
+            let base = confirmed.load(Ordering::SeqCst);
+            let mut resumed = None;
+            while resumed.is_none() && at.elapsed() < Duration::from_secs(120) {
+                if confirmed.load(Ordering::SeqCst) > base + WINDOW {
+                    resumed = Some(at.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let restarted =
+                tokio::task::spawn_blocking(move || scripts_brokers(&["start-one", &which]))
+                    .await
+                    .expect("join");
+            let restarted_at = confirmed.load(Ordering::SeqCst);
+            (at, base, resumed, restarted_at, killed.and(restarted))
+        })
+    };
+    let dest = Destination::queue(&queue);
+    let sends = send_until_confirmed(&publisher, &dest, N, "p", Duration::ZERO, confirmed).await;
+    let finished = Instant::now();
+    let (killed_at, at_confirmed, resumed, restarted_at, fault) =
+        killer.await.map_err(|e| format!("killer: {e}"))?;
+    let (seen, consumer_errors) = consumer.finish(N, Duration::from_secs(180)).await?;
+    let _ = sender.close().await;
+
+    let (lost, duplicates) = (seen.lost("p", N), seen.duplicates());
+    let unknown = sends.errors - sends.kinds.get("unreachable").copied().unwrap_or(0);
+    let bound = unknown + pair.switches() * usize::from(PREFETCH);
+    println!(
+        "{}-pair {which} SIGKILL: sent={N} send_errors={} {:?} received={} lost={lost} \
+         duplicates={duplicates} (bound {bound}) hangs={} consumer_errors={consumer_errors} \
+         killed_at_confirmed={at_confirmed} resumed_after={resumed:?} \
+         restarted_at_confirmed={restarted_at}",
+        pair.name(),
+        sends.errors,
+        sends.kinds,
+        seen.received,
+        sends.hangs,
+    );
+    fault.map_err(|e| format!("killing or restarting {which}: {e}"))?;
+    let cleanup = connect(&url, tune).await?;
+    let _ = cleanup.delete_queue(&queue).await;
+    let _ = cleanup.close().await;
+    if lost != 0 {
+        return Err(format!("{lost} confirmed messages were never received").into());
+    }
+    if sends.hangs != 0 {
+        return Err(format!("{} sends hung for {HANG:?}", sends.hangs).into());
+    }
+    if killed_at > finished {
+        return Err("the kill landed after the last send: the fault was not exercised".into());
+    }
+    if resumed.is_none() {
+        return Err("no send started after the kill was confirmed within 120 s".into());
+    }
+    if sends.errors == 0 {
+        return Err("no send failed: the kill of the serving broker was not felt".into());
+    }
+    if duplicates > bound {
+        return Err(format!(
+            "{duplicates} duplicates, more than sends of unknown outcome + {} × prefetch = {bound}",
+            pair.switches()
+        )
+        .into());
+    }
+    Ok(())
+}
+
 const CHILD_ENV: &str = "COOLMQ_KILL_CHILD";
 
 /// Child mode: consume at prefetch 200, printing `<id> <redelivered>` for each delivery
@@ -987,6 +1158,29 @@ fn main() -> ExitCode {
                 let rt = rt.clone();
                 trials.push(Trial::test(test, move || {
                     rt.block_on(cluster_node_killed(url, victim))
+                }));
+            }
+        }
+    }
+    for (target, pair, var) in [
+        (
+            "artemis-pair",
+            Pair::Artemis,
+            "COOLMQ_TEST_ARTEMIS_PAIR_URL",
+        ),
+        (
+            "activemq-pair",
+            Pair::Classic,
+            "COOLMQ_TEST_ACTIVEMQ_PAIR_URL",
+        ),
+    ] {
+        let test = format!("{target}::kill::serving_member_sigkill_during_50k_sends");
+        match std::env::var(var).ok().filter(|u| !u.is_empty()) {
+            None => trials.push(broker_var::missing(test, var)),
+            Some(url) => {
+                let rt = rt.clone();
+                trials.push(Trial::test(test, move || {
+                    rt.block_on(pair_member_killed(url, pair))
                 }));
             }
         }

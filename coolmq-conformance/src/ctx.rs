@@ -137,6 +137,7 @@ impl Ctx {
     ) -> Result<(Broker, FaultProxy), Failed> {
         let upstream = self
             .broker_addr()
+            .await
             .ok_or_else(|| Failed("the backend's URL has no network address to proxy".into()))?;
         let proxy = FaultProxy::start(upstream)
             .await
@@ -147,17 +148,24 @@ impl Ctx {
         Ok((broker, proxy))
     }
 
-    /// The broker's address from the case's URL (host resolved, default port by scheme).
-    fn broker_addr(&self) -> Option<std::net::SocketAddr> {
-        use std::net::ToSocketAddrs;
-        let url = self.first_url()?;
-        let host = url.host_str()?;
-        let port = url.port_or_known_default().or(match url.scheme() {
-            "amqp" | "amqp1" => Some(5672),
-            "amqps" | "amqp1s" => Some(5671),
-            _ => None,
-        })?;
-        (host, port).to_socket_addrs().ok()?.next()
+    /// The address of the case's broker that accepts connections: of a live/backup pair only
+    /// the serving member listens, so the first address that answers (host resolved, default
+    /// port by scheme), else the first.
+    async fn broker_addr(&self) -> Option<std::net::SocketAddr> {
+        let addresses = self.config.addresses().ok()?;
+        let mut resolved = Vec::new();
+        for u in addresses.urls() {
+            if let Some(addr) = url::Url::parse(u).ok().as_ref().and_then(socket_addr) {
+                resolved.push(addr);
+            }
+        }
+        for addr in &resolved {
+            let attempt = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                return Some(*addr);
+            }
+        }
+        resolved.first().copied()
     }
 
     /// Connect with `config` through this case's backend.
@@ -269,4 +277,16 @@ impl Ctx {
         }
         let _ = self.broker.close().await;
     }
+}
+
+/// A broker URL's socket address (host resolved, default port by scheme).
+fn socket_addr(url: &url::Url) -> Option<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let host = url.host_str()?;
+    let port = url.port_or_known_default().or(match url.scheme() {
+        "amqp" | "amqp1" => Some(5672),
+        "amqps" | "amqp1s" => Some(5671),
+        _ => None,
+    })?;
+    (host, port).to_socket_addrs().ok()?.next()
 }
