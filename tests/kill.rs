@@ -1103,6 +1103,22 @@ async fn memory_alarm_blocks_publishing(url: String) -> TestResult {
     Ok(())
 }
 
+/// Run a trial, failing it if it has not ended within `TRIAL_LIMIT`: a wedged trial is a hang
+/// to report, not a run that never ends.
+fn watched(
+    rt: &tokio::runtime::Runtime,
+    trial: impl std::future::Future<Output = TestResult>,
+) -> TestResult {
+    rt.block_on(async {
+        tokio::time::timeout(TRIAL_LIMIT, trial)
+            .await
+            .map_err(|_| format!("hung: the trial had not ended after {TRIAL_LIMIT:?}"))?
+    })
+}
+
+/// Every trial here ends well within this (the longest takes about two minutes).
+const TRIAL_LIMIT: Duration = Duration::from_secs(600);
+
 type Case = fn(String, &'static str) -> futures::future::BoxFuture<'static, TestResult>;
 
 fn main() -> ExitCode {
@@ -1138,7 +1154,7 @@ fn main() -> ExitCode {
                 None => trials.push(broker_var::missing(test, var)),
                 Some(url) => {
                     let rt = rt.clone();
-                    trials.push(Trial::test(test, move || rt.block_on(case(url, which))));
+                    trials.push(Trial::test(test, move || watched(&rt, case(url, which))));
                 }
             }
         }
@@ -1157,7 +1173,7 @@ fn main() -> ExitCode {
             Some(url) => {
                 let rt = rt.clone();
                 trials.push(Trial::test(test, move || {
-                    rt.block_on(cluster_node_killed(url, victim))
+                    watched(&rt, cluster_node_killed(url, victim))
                 }));
             }
         }
@@ -1180,7 +1196,7 @@ fn main() -> ExitCode {
             Some(url) => {
                 let rt = rt.clone();
                 trials.push(Trial::test(test, move || {
-                    rt.block_on(pair_member_killed(url, pair))
+                    watched(&rt, pair_member_killed(url, pair))
                 }));
             }
         }
@@ -1194,7 +1210,7 @@ fn main() -> ExitCode {
         Some(url) => {
             let rt = rt.clone();
             trials.push(Trial::test(test, move || {
-                rt.block_on(memory_alarm_blocks_publishing(url))
+                watched(&rt, memory_alarm_blocks_publishing(url))
             }));
         }
     }

@@ -39,6 +39,11 @@ impl Link {
         }
     }
 
+    /// The connect timeout, which also bounds waits for the broker on a live connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(coolmq_core::raw::closed());

@@ -5,6 +5,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use coolmq_core::raw::{Acker, ConsumerBackend, Received};
@@ -51,19 +52,26 @@ impl RabbitConsumer {
 
     async fn subscribe(&mut self) -> Result<()> {
         let channel = self.link.channel().await?;
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions { global: false })
-            .await
-            .map_err(|e| map(e, "basic.qos"))?;
-        let consumer = channel
-            .basic_consume(
+        let wait = self.link.connect_timeout();
+        bounded(
+            wait,
+            "basic.qos-ok",
+            channel.basic_qos(self.prefetch, BasicQosOptions { global: false }),
+        )
+        .await?
+        .map_err(|e| map(e, "basic.qos"))?;
+        let consumer = bounded(
+            wait,
+            "basic.consume-ok",
+            channel.basic_consume(
                 self.queue.clone().into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
-            )
-            .await
-            .map_err(|e| map(e, "basic.consume").with_context("queue", self.queue.clone()))?;
+            ),
+        )
+        .await?
+        .map_err(|e| map(e, "basic.consume").with_context("queue", self.queue.clone()))?;
         self.current = Some((channel, consumer));
         Ok(())
     }
@@ -80,6 +88,7 @@ impl RabbitConsumer {
         let acker = RabbitAcker {
             acker,
             forwarder: self.forwarder.clone(),
+            wait: self.link.connect_timeout(),
         };
         // Only the redelivered flag, on classic and quorum queues alike; core checkpoints
         // flagged copies into exact attempts. A quorum queue's `x-delivery-count` is not
@@ -126,11 +135,20 @@ impl ConsumerBackend for RabbitConsumer {
     async fn close(&mut self) -> Result<()> {
         self.closed = true;
         if let Some((channel, consumer)) = self.current.take() {
-            let _ = channel
-                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                .await;
+            let wait = self.link.connect_timeout();
+            let _ = bounded(
+                wait,
+                "basic.cancel-ok",
+                channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
+            )
+            .await;
             // Closing the channel returns every unsettled delivery to the queue.
-            let _ = channel.close(200, "consumer closed".into()).await;
+            let _ = bounded(
+                wait,
+                "channel.close-ok",
+                channel.close(200, "consumer closed".into()),
+            )
+            .await;
         }
         Ok(())
     }
@@ -153,6 +171,25 @@ impl Drop for RabbitConsumer {
 pub(crate) struct RabbitAcker {
     acker: lapin::Acker,
     forwarder: Arc<RabbitPublisher>,
+    /// How long a settlement may wait to be written (the connect timeout).
+    wait: Duration,
+}
+
+/// `operation` within `wait`: lapin resolves an RPC or a settlement only when the broker
+/// answers or the connection reports its end, and a connection that died without reporting
+/// it must not wedge a consumer. Past `wait` the outcome is unknown: `ConnectionLost`.
+async fn bounded<T>(
+    wait: Duration,
+    waiting_for: &str,
+    operation: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout(wait, operation).await.map_err(|_| {
+        Error::new(
+            coolmq_core::ErrorKind::ConnectionLost,
+            format!("no {waiting_for} within {wait:?}: the connection is not answering"),
+        )
+        .set_temporary(true)
+    })
 }
 
 fn stale() -> Error {
@@ -176,7 +213,13 @@ impl Acker for RabbitAcker {
         if !self.acker.usable() {
             return Err(stale());
         }
-        let r = self.acker.ack(BasicAckOptions::default()).await;
+        // Past the wait the ack may or may not reach the broker: if not, it redelivers.
+        let r = bounded(
+            self.wait,
+            "word that basic.ack went out",
+            self.acker.ack(BasicAckOptions::default()),
+        )
+        .await?;
         self.settled(r, "basic.ack")
     }
 
@@ -184,13 +227,15 @@ impl Acker for RabbitAcker {
         if !self.acker.usable() {
             return Err(stale());
         }
-        let r = self
-            .acker
-            .nack(BasicNackOptions {
+        let r = bounded(
+            self.wait,
+            "word that basic.nack went out",
+            self.acker.nack(BasicNackOptions {
                 requeue: true,
                 multiple: false,
-            })
-            .await;
+            }),
+        )
+        .await?;
         self.settled(r, "basic.nack")
     }
 
