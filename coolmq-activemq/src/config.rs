@@ -3,17 +3,24 @@
 //! none select ANONYMOUS.
 
 use coolmq_core::raw::{parse_backend_url, parse_url_option};
-use coolmq_core::{redact_url, Result};
+use coolmq_core::{redact_url, Error, Result, TlsConfig};
 
 /// Artemis' default largest AMQP frame-assembled message is far larger; coolmq caps at 100 MiB,
 /// Classic's `wireFormat.maxFrameSize` in the project's configuration.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 100 * 1024 * 1024;
 
 /// Options parsed from the broker URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ActiveMqOptions {
     /// The URL handed to fe2o3 (`amqp://host:port` or `amqps://…`, no credentials).
     pub amqp_url: String,
+    /// The broker's host, for TLS (the name its certificate is checked against).
+    pub host: String,
+    /// The broker's port.
+    pub port: u16,
+    /// TLS settings for an `amqp1s://` URL (the configuration's, plus the URL's `tls_*`
+    /// options); `None` for `amqp1://`.
+    pub tls: Option<TlsConfig>,
     /// The URL with its password redacted.
     pub endpoint: String,
     /// SASL PLAIN credentials, if any.
@@ -32,13 +39,37 @@ pub struct ActiveMqOptions {
     idle_timeout_in_url: bool,
 }
 
+impl std::fmt::Debug for ActiveMqOptions {
+    /// Without the password: the user name shows, the password never.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActiveMqOptions")
+            .field("endpoint", &self.endpoint)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("max_message_size", &self.max_message_size)
+            .field("flavor", &self.flavor)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
 /// The default AMQP 1.0 idle timeout: Qpid JMS's.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u32 = 60_000;
 
 impl ActiveMqOptions {
     /// Parse an `amqp1://` or `amqp1s://` URL.
     pub fn from_url(url: &str) -> Result<Self> {
+        Self::from_url_with(url, &TlsConfig::default())
+    }
+
+    /// Parse an `amqp1://` or `amqp1s://` URL, starting from the configured TLS settings.
+    ///
+    /// # Errors
+    /// `ConfigInvalid` for a malformed option, or TLS settings with a plain `amqp1://` URL
+    /// (they would silently do nothing).
+    pub fn from_url_with(url: &str, tls: &TlsConfig) -> Result<Self> {
         let u = parse_backend_url(url, "activemq", crate::SCHEMES)?;
+        let mut tls = tls.clone();
         let mut max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
         let mut flavor = crate::Flavor::Artemis;
         let mut idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
@@ -66,11 +97,13 @@ impl ActiveMqOptions {
                         }
                     }
                 }
+                key if tls.apply_url_option(key, &v)? => {}
                 other => {
                     return Err(coolmq_core::Error::config(
                         "url",
                         format!(
-                            "unknown amqp1:// option {other:?}; known: broker, idle_timeout, max_message_size"
+                            "unknown amqp1:// option {other:?}; known: broker, idle_timeout, max_message_size, {}",
+                            coolmq_core::TLS_URL_OPTIONS.join(", ")
                         ),
                     ))
                 }
@@ -85,12 +118,23 @@ impl ActiveMqOptions {
         let port = u
             .port()
             .unwrap_or(if scheme == "amqps" { 5671 } else { 5672 });
+        let tls = if scheme == "amqps" {
+            tls.validate()?;
+            Some(tls)
+        } else if tls.is_set() {
+            return Err(Error::config(
+                "tls",
+                "TLS settings with a plain amqp1:// URL would do nothing: use amqp1s://",
+            ));
+        } else {
+            None
+        };
         let credentials = (!u.username().is_empty()).then(|| {
+            // Percent-decoding as RFC 3986 says (a `+` is a plus, not a space).
             let decode = |s: &str| {
-                url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default()
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
             };
             (
                 decode(u.username()),
@@ -99,6 +143,9 @@ impl ActiveMqOptions {
         });
         Ok(ActiveMqOptions {
             amqp_url: format!("{scheme}://{host}:{port}"),
+            host: host.to_string(),
+            port,
+            tls,
             endpoint: redact_url(url),
             credentials,
             max_message_size,
@@ -147,6 +194,36 @@ mod tests {
             .with_heartbeat(std::time::Duration::from_secs(2));
         assert_eq!(o.idle_timeout_ms, 2000);
         let e = ActiveMqOptions::from_url("amqp1://h?idle_timeout=soon").unwrap_err();
+        assert_eq!(e.kind(), coolmq_core::ErrorKind::ConfigInvalid);
+    }
+
+    #[test]
+    fn credentials_are_percent_decoded_and_never_shown() {
+        let o = ActiveMqOptions::from_url("amqp1://a%20b%2Bc:p+ss%2F%40%3A%25%3F%23%26w@h:5673")
+            .unwrap();
+        assert_eq!(
+            o.credentials,
+            Some(("a b+c".into(), "p+ss/@:%?#&w".into())),
+            "a + is a plus (RFC 3986), not a space"
+        );
+        let shown = format!("{o:?}");
+        assert!(
+            !shown.contains("p+ss") && !shown.contains("%2F%40"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn tls_options_come_from_the_url_and_need_amqp1s() {
+        let o = ActiveMqOptions::from_url(
+            "amqp1s://h:5691?tls_ca_file=/ca.pem&tls_server_name=broker&broker=classic",
+        )
+        .unwrap();
+        let tls = o.tls.expect("amqp1s has TLS settings");
+        assert_eq!(tls.ca_files, [std::path::PathBuf::from("/ca.pem")]);
+        assert_eq!(tls.server_name.as_deref(), Some("broker"));
+        assert_eq!((o.host.as_str(), o.port), ("h", 5691));
+        let e = ActiveMqOptions::from_url("amqp1://h?tls_ca_file=/ca.pem").unwrap_err();
         assert_eq!(e.kind(), coolmq_core::ErrorKind::ConfigInvalid);
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch, Mutex};
 
 use crate::error::{map, map_connect};
 use crate::ActiveMqOptions;
+use coolmq_core::raw::tls_failure;
 
 /// Becomes `true` when the connection a link was attached on has ended (its socket closed,
 /// the broker closed it, or coolmq did): nothing can arrive on its links any more.
@@ -116,10 +117,27 @@ impl Link {
             if address.idle_timeout_ms > 0 {
                 builder = builder.idle_time_out(address.idle_timeout_ms);
             }
-            let mut connection = builder
-                .open(address.amqp_url.as_str())
-                .await
-                .map_err(|e| map_connect(e, endpoint))?;
+            let mut connection = match &address.tls {
+                None => builder
+                    .open(address.amqp_url.as_str())
+                    .await
+                    .map_err(|e| map_connect(e, endpoint))?,
+                Some(tls) => {
+                    let stream =
+                        crate::tls::handshake(&address.host, address.port, tls, endpoint).await?;
+                    builder
+                        .hostname(address.host.as_str())
+                        .sasl_hostname(address.host.as_str())
+                        .open_with_stream(stream)
+                        .await
+                        // A refused client certificate shows in the first read after the
+                        // handshake (TLS 1.3).
+                        .map_err(|e| match tls_failure(&e, endpoint) {
+                            Some(tls) => tls,
+                            None => map_connect(e, endpoint),
+                        })?
+                }
+            };
             let session = Session::begin(&mut connection)
                 .await
                 .map_err(|e| map(e, "session.begin"))?;

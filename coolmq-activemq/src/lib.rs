@@ -37,6 +37,7 @@ mod error;
 mod management;
 mod publisher;
 mod sender_link;
+mod tls;
 mod transaction;
 
 use std::sync::Arc;
@@ -82,9 +83,9 @@ impl std::fmt::Debug for ActiveMqBackend {
 /// `ConfigInvalid` for a bad URL, `Unreachable` when the broker does not answer within
 /// `connect_timeout`, `AuthenticationFailed` for refused credentials.
 pub async fn connect(config: Config) -> Result<Broker> {
-    let addresses = config
-        .addresses()?
-        .map(|url| Ok(ActiveMqOptions::from_url(url)?.with_heartbeat(config.heartbeat)))?;
+    let addresses = config.addresses()?.map(|url| {
+        Ok(ActiveMqOptions::from_url_with(url, &config.tls)?.with_heartbeat(config.heartbeat))
+    })?;
     let options = addresses.first().clone();
     if let Some(other) = addresses.targets().find(|o| o.flavor != options.flavor) {
         let other = &other.endpoint;

@@ -9,6 +9,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::addresses::{AddressOrder, Addresses};
+use crate::tls::TlsConfig;
 use crate::{
     duration_serde, Error, ErrorKind, QueueKind, RedeliveryPolicyMap, Result, DEFAULT_PREFETCH,
 };
@@ -36,7 +37,7 @@ pub const ENV_CONFIG_FILE: &str = "COOLMQ_CONFIG";
 /// assert_eq!(c.redelivery.policy_for("payments").maximum_redeliveries, 10);
 /// assert_eq!(c.redelivery.policy_for("other").maximum_redeliveries, 3);
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The broker: `memory://[name]`, `amqp://user:pass@host:5672/vhost`, `amqp1://…`. A
@@ -72,6 +73,29 @@ pub struct Config {
     pub queue_kind: QueueKind,
     /// Redelivery policy: a default entry and per-queue overrides.
     pub redelivery: RedeliveryPolicyMap,
+    /// TLS for `amqps://` and `amqp1s://`: CA files, a client certificate, a server-name
+    /// override (README, "TLS"). A URL's `tls_*` options add to these.
+    pub tls: TlsConfig,
+}
+
+impl std::fmt::Debug for Config {
+    /// With the URL's passwords (and secret query values) redacted: configurations end up
+    /// in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.redacted_url())
+            .field("address_order", &self.address_order)
+            .field("prefetch", &self.prefetch)
+            .field("publisher_window", &self.publisher_window)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("heartbeat", &self.heartbeat)
+            .field("dead_letter_prefix", &self.dead_letter_prefix)
+            .field("queue_kind", &self.queue_kind)
+            .field("redelivery", &self.redelivery)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -87,6 +111,7 @@ impl Default for Config {
             dead_letter_prefix: crate::DEFAULT_DEAD_LETTER_PREFIX.to_string(),
             queue_kind: QueueKind::Classic,
             redelivery: RedeliveryPolicyMap::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -102,6 +127,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "dead_letter_prefix",
     "queue_kind",
     "redelivery",
+    "tls",
 ];
 
 impl Config {
@@ -166,6 +192,7 @@ impl Config {
         for url in self.addresses()?.urls() {
             parse_url(url)?;
         }
+        self.tls.validate()?;
         if self.prefetch == 0 {
             return Err(Error::config(
                 "prefetch",
@@ -279,6 +306,20 @@ pub fn redact_url(url: &str) -> String {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
             }
+            if u.query_pairs().any(|(k, _)| is_secret_key(&k)) {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if is_secret_key(&k) {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
         Err(_) => match url.split_once("://") {
@@ -288,9 +329,44 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Whether a URL query option's value is a secret (redacted in logs and errors).
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "passphrase",
+        "credential",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_and_redaction_never_show_secrets() {
+        let c = Config::from_url(
+            "amqps://app:s3cr%2Bet@h1:5671,h2:5671/%2f?tls_ca_file=/ca.pem&access_token=t0ken&auth_password=pw9",
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        for secret in ["s3cr", "t0ken", "pw9"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("tls_ca_file=%2Fca.pem") || shown.contains("tls_ca_file=/ca.pem"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_url("amqp1://u:p@h?access_token=abc&broker=classic"),
+            "amqp1://u:***@h?access_token=***&broker=classic"
+        );
+    }
 
     #[test]
     fn address_lists_are_validated_and_ordered() {

@@ -27,6 +27,10 @@ pub enum ErrorKind {
     Unreachable,
     /// The broker refused the credentials.
     AuthenticationFailed,
+    /// The TLS handshake failed (an untrusted CA, a certificate for another host name, an
+    /// expired certificate, a client certificate demanded or refused); the message says
+    /// which. Permanent: retrying cannot fix it.
+    Tls,
     /// The broker refused the operation for lack of permission.
     PermissionDenied,
     /// An established connection or channel was lost; the operation's outcome is unknown.
@@ -82,6 +86,7 @@ impl ErrorKind {
             ErrorKind::FeatureDisabled => "feature-disabled",
             ErrorKind::Unreachable => "unreachable",
             ErrorKind::AuthenticationFailed => "authentication-failed",
+            ErrorKind::Tls => "tls",
             ErrorKind::PermissionDenied => "permission-denied",
             ErrorKind::ConnectionLost => "connection-lost",
             ErrorKind::Nacked => "nacked",

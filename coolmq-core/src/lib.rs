@@ -29,6 +29,9 @@ mod publisher;
 pub mod raw;
 mod redelivery;
 mod send;
+mod tls;
+#[cfg(feature = "tls")]
+mod tls_client;
 mod topology;
 mod trace;
 mod transaction;
@@ -49,6 +52,7 @@ pub use message::{new_message_id, truncate_to_millis, Message, JSON_CONTENT_TYPE
 pub use publisher::{Publisher, Receipt, SendError, SendOptions};
 pub use redelivery::{Decision, PolicyOverride, RedeliveryPolicy, RedeliveryPolicyMap};
 pub use send::{PipelinedSendFuture, SendFuture};
+pub use tls::{TlsConfig, TLS_URL_OPTIONS};
 pub use topology::{
     dead_letter_queue_name, Overflow, QueueKind, QueueSpec, DEFAULT_DEAD_LETTER_PREFIX,
 };

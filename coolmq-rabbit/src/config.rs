@@ -3,7 +3,7 @@
 //! taken out first.
 
 use coolmq_core::raw::{parse_backend_url, parse_url_option};
-use coolmq_core::{redact_url, Result};
+use coolmq_core::{redact_url, Error, Result, TlsConfig};
 
 /// RabbitMQ's default largest message (3.8–3.13): 128 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
@@ -11,7 +11,7 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
 pub const DEFAULT_TOPIC_EXCHANGE: &str = "amq.topic";
 
 /// Options parsed from the broker URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RabbitOptions {
     /// The URL handed to lapin (coolmq's own query options removed).
     pub amqp_url: String,
@@ -23,18 +23,45 @@ pub struct RabbitOptions {
     pub topic_exchange: String,
     /// Connection name shown in the management UI (`?connection_name=`).
     pub connection_name: String,
+    /// TLS settings for an `amqps://` URL (the configuration's, plus the URL's `tls_*`
+    /// options); `None` for `amqp://`.
+    pub tls: Option<TlsConfig>,
+}
+
+impl std::fmt::Debug for RabbitOptions {
+    /// Without the password: `amqp_url` carries it for lapin, so the redacted endpoint shows.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitOptions")
+            .field("endpoint", &self.endpoint)
+            .field("max_message_size", &self.max_message_size)
+            .field("topic_exchange", &self.topic_exchange)
+            .field("connection_name", &self.connection_name)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl RabbitOptions {
     /// Parse an `amqp://` or `amqps://` URL.
     pub fn from_url(url: &str) -> Result<Self> {
+        Self::from_url_with(url, &TlsConfig::default())
+    }
+
+    /// Parse an `amqp://` or `amqps://` URL, starting from the configured TLS settings.
+    ///
+    /// # Errors
+    /// `ConfigInvalid` for a malformed option, or TLS settings with a plain `amqp://` URL
+    /// (they would silently do nothing).
+    pub fn from_url_with(url: &str, tls: &TlsConfig) -> Result<Self> {
         let mut u = parse_backend_url(url, "rabbit", crate::SCHEMES)?;
+        let mut tls = tls.clone();
         let mut options = RabbitOptions {
             amqp_url: String::new(),
             endpoint: redact_url(url),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             topic_exchange: DEFAULT_TOPIC_EXCHANGE.to_string(),
             connection_name: format!("coolmq pid {}", std::process::id()),
+            tls: None,
         };
         let mut passthrough = Vec::new();
         for (k, v) in u.query_pairs() {
@@ -45,6 +72,7 @@ impl RabbitOptions {
                 }
                 "topic_exchange" => options.topic_exchange = v.into_owned(),
                 "connection_name" => options.connection_name = v.into_owned(),
+                key if tls.apply_url_option(key, &v)? => {}
                 _ => passthrough.push((k.into_owned(), v.into_owned())),
             }
         }
@@ -52,6 +80,15 @@ impl RabbitOptions {
             u.set_query(None);
         } else {
             u.query_pairs_mut().clear().extend_pairs(passthrough);
+        }
+        if u.scheme() == "amqps" {
+            tls.validate()?;
+            options.tls = Some(tls);
+        } else if tls.is_set() {
+            return Err(Error::config(
+                "tls",
+                "TLS settings with a plain amqp:// URL would do nothing: use amqps://",
+            ));
         }
         options.amqp_url = u.to_string();
         Ok(options)
@@ -109,5 +146,22 @@ mod tests {
             "amqp://u:***@h:5672/%2f?heartbeat=10&max_message_size=1000&topic_exchange=events"
         );
         assert!(RabbitOptions::from_url("amqp://h/?max_message_size=x").is_err());
+    }
+
+    #[test]
+    fn tls_options_are_coolmqs_and_the_password_never_shows() {
+        let o = RabbitOptions::from_url(
+            "amqps://u:s3cret@h:5671/%2f?tls_ca_file=/ca.pem&tls_cert_file=/c.pem&tls_key_file=/c.key&heartbeat=5",
+        )
+        .unwrap();
+        assert_eq!(o.amqp_url, "amqps://u:s3cret@h:5671/%2f?heartbeat=5");
+        let tls = o.tls.as_ref().expect("amqps has TLS settings");
+        assert_eq!(
+            tls.cert_file.as_deref(),
+            Some(std::path::Path::new("/c.pem"))
+        );
+        assert!(!format!("{o:?}").contains("s3cret"));
+        let e = RabbitOptions::from_url("amqp://h/?tls_ca_file=/ca.pem").unwrap_err();
+        assert_eq!(e.kind(), coolmq_core::ErrorKind::ConfigInvalid);
     }
 }

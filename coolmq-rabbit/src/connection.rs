@@ -69,22 +69,26 @@ impl Link {
         let props = ConnectionProperties::default()
             .with_connection_name(self.options.connection_name.clone().into());
         let endpoint = &address.endpoint;
-        tokio::time::timeout(
-            self.connect_timeout,
-            Connection::connect(&address.amqp_url, props),
-        )
-        .await
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Unreachable,
-                format!(
-                    "connecting to RabbitMQ at {endpoint} timed out after {:?}",
-                    self.connect_timeout
-                ),
-            )
-            .with_context("endpoint", endpoint.clone())
-        })?
-        .map_err(|e| map_connect(e, endpoint))
+        let connecting = async {
+            match &address.tls {
+                Some(tls) => crate::tls::connect(&address.amqp_url, endpoint, tls, props).await,
+                None => Connection::connect(&address.amqp_url, props)
+                    .await
+                    .map_err(|e| map_connect(e, endpoint)),
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Unreachable,
+                    format!(
+                        "connecting to RabbitMQ at {endpoint} timed out after {:?}",
+                        self.connect_timeout
+                    ),
+                )
+                .with_context("endpoint", endpoint.clone())
+            })?
     }
 
     /// A new channel on the live connection, within the connect timeout: lapin resolves an

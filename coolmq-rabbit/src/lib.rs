@@ -23,6 +23,7 @@ mod convert;
 mod delay;
 mod error;
 mod publisher;
+mod tls;
 mod topology;
 mod transaction;
 
@@ -71,9 +72,9 @@ impl std::fmt::Debug for RabbitBackend {
 /// within `connect_timeout`, `AuthenticationFailed` / `PermissionDenied` for refused
 /// credentials or vhost.
 pub async fn connect(config: Config) -> Result<Broker> {
-    let addresses = config
-        .addresses()?
-        .map(|url| Ok(RabbitOptions::from_url(url)?.with_heartbeat(config.heartbeat)))?;
+    let addresses = config.addresses()?.map(|url| {
+        Ok(RabbitOptions::from_url_with(url, &config.tls)?.with_heartbeat(config.heartbeat))
+    })?;
     let options = addresses.first().clone();
     let capabilities = Capabilities {
         confirms: true,
