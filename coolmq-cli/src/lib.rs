@@ -156,13 +156,22 @@ pub fn main() -> ExitCode {
 /// Replace any `scheme://user:password@` in `text` by `scheme://user:***@` — the last guard
 /// before anything reaches the terminal.
 pub fn redact_urls(text: &str) -> String {
+    let separator = |c: char| c.is_whitespace() || c == '"' || c == '\'';
     let mut out = String::with_capacity(text.len());
-    for word in text.split_inclusive(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
-        if word.contains("://") && word.contains('@') {
-            out.push_str(&coolmq::redact_url(word));
+    for word in text.split_inclusive(separator) {
+        let (body, sep) = match word.char_indices().last() {
+            Some((i, c)) if separator(c) => (&word[..i], &word[i..]),
+            _ => (word, ""),
+        };
+        // A URL ending a clause keeps its punctuation outside the redaction.
+        let url = body.trim_end_matches([',', ';', ')', '.']);
+        if url.contains("://") && (url.contains('@') || url.contains('?')) {
+            out.push_str(&coolmq::redact_url(url));
+            out.push_str(&body[url.len()..]);
         } else {
-            out.push_str(word);
+            out.push_str(body);
         }
+        out.push_str(sep);
     }
     out
 }
@@ -208,5 +217,22 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected NAME=VALUE, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_urls_hides_passwords_and_secret_query_values() {
+        let shown = super::redact_urls(
+            "cannot connect to amqp://u:pw9@h:5672/%2f?access_token=abc7, giving up (\"amqp1://x?password=zz1\")",
+        );
+        for secret in ["pw9", "abc7", "zz1"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.ends_with(", giving up (\"amqp1://x?password=***\")"),
+            "{shown}"
+        );
     }
 }
