@@ -73,6 +73,10 @@ fn main() -> ExitCode {
         // The HA pairs, through their `failover:(live,backup)` address lists.
         ("artemis-pair", "COOLMQ_TEST_ARTEMIS_PAIR_URL"),
         ("activemq-pair", "COOLMQ_TEST_ACTIVEMQ_PAIR_URL"),
+        // Over TLS, with the test CA (and on RabbitMQ a client certificate).
+        ("rabbit-tls", "COOLMQ_TEST_RABBIT_TLS_URL"),
+        ("artemis-tls", "COOLMQ_TEST_ARTEMIS_TLS_URL"),
+        ("activemq-tls", "COOLMQ_TEST_ACTIVEMQ_TLS_URL"),
     ];
     let mut missing = Vec::new();
     for (name, var) in brokers {
