@@ -286,6 +286,28 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Tls);
         assert!(!e.is_temporary());
         assert!(e.to_string().contains("not signed by a trusted CA"), "{e}");
+        for (failure, says) in [
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                "not valid for the host name",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                "has expired",
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+                "client certificate",
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::BadCertificate),
+                "refused the client certificate",
+            ),
+        ] {
+            let io = std::io::Error::other(failure);
+            let e = tls_failure(&io, "h").expect("a TLS failure");
+            assert!(e.to_string().contains(says), "{e}");
+        }
         let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert!(tls_failure(&plain, "h").is_none());
     }
