@@ -286,7 +286,9 @@ async fn broker_killed_twice(url: String, which: &'static str) -> TestResult {
         &dest,
         N,
         "k",
-        Duration::from_micros(500),
+        // 40 s of sends at most: each restart (a few seconds; the backlog then rushes out)
+        // must end well before the next kill's mark, or that kill lands after the sends.
+        Duration::from_millis(2),
         confirmed,
     )
     .await;
