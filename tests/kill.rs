@@ -384,6 +384,35 @@ fn queue_leader(queue: &str) -> Result<usize, String> {
     })
 }
 
+/// SIGKILL `which` once `confirmed` reaches `mark`, then wait (up to 120 s) for a window of
+/// sends started after the kill to be confirmed: the kill's outcome, its time, the confirms
+/// at it, and how long the sends took to resume.
+async fn kill_at(
+    which: &str,
+    confirmed: &AtomicUsize,
+    mark: usize,
+) -> (Result<(), String>, Instant, usize, Option<Duration>) {
+    while confirmed.load(Ordering::SeqCst) < mark {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let killed = {
+        let which = which.to_string();
+        tokio::task::spawn_blocking(move || scripts_brokers(&["kill", &which]))
+            .await
+            .expect("join")
+    };
+    let at = Instant::now();
+    let base = confirmed.load(Ordering::SeqCst);
+    let mut resumed = None;
+    while resumed.is_none() && at.elapsed() < Duration::from_secs(120) {
+        if confirmed.load(Ordering::SeqCst) > base + WINDOW {
+            resumed = Some(at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (killed, at, base, resumed)
+}
+
 /// A RabbitMQ cluster node SIGKILLed during 100,000 persistent confirmed sends to a quorum
 /// queue, a consumer acking all along, both through a `failover:` list that starts at a
 /// node other than the leader; the node is restarted once the sends have resumed. Asserted:
@@ -444,24 +473,7 @@ async fn cluster_node_killed(url: String, victim: Victim) -> TestResult {
     let killer = {
         let (confirmed, which, queue_name) = (confirmed.clone(), which.clone(), queue.clone());
         tokio::spawn(async move {
-            while confirmed.load(Ordering::SeqCst) < N / 4 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let killed = {
-                let which = which.clone();
-                tokio::task::spawn_blocking(move || scripts_brokers(&["kill", &which]))
-                    .await
-                    .expect("join")
-            };
-            let at = Instant::now();
-            let base = confirmed.load(Ordering::SeqCst);
-            let mut resumed = None;
-            while resumed.is_none() && at.elapsed() < Duration::from_secs(120) {
-                if confirmed.load(Ordering::SeqCst) > base + WINDOW {
-                    resumed = Some(at.elapsed());
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let (killed, at, base, resumed) = kill_at(&which, &confirmed, N / 4).await;
             // The new leader, once the survivors elected one.
             let mut new_leader = None;
             if matches!(victim, Victim::Leader) {
@@ -627,24 +639,7 @@ async fn pair_member_killed(url: String, pair: Pair) -> TestResult {
     let killer = {
         let (confirmed, which) = (confirmed.clone(), which.clone());
         tokio::spawn(async move {
-            while confirmed.load(Ordering::SeqCst) < N / 4 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let killed = {
-                let which = which.clone();
-                tokio::task::spawn_blocking(move || scripts_brokers(&["kill", &which]))
-                    .await
-                    .expect("join")
-            };
-            let at = Instant::now();
-            let base = confirmed.load(Ordering::SeqCst);
-            let mut resumed = None;
-            while resumed.is_none() && at.elapsed() < Duration::from_secs(120) {
-                if confirmed.load(Ordering::SeqCst) > base + WINDOW {
-                    resumed = Some(at.elapsed());
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let (killed, at, base, resumed) = kill_at(&which, &confirmed, N / 4).await;
             let restarted =
                 tokio::task::spawn_blocking(move || scripts_brokers(&["start-one", &which]))
                     .await
