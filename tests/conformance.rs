@@ -25,6 +25,41 @@ fn memory() -> Target {
 /// A target for a real broker named by an environment variable, if it is set.
 fn from_env(name: &str, var: &str) -> Option<Target> {
     let url = std::env::var(var).ok().filter(|u| !u.is_empty())?;
+    from_url(name, var, url)
+}
+
+/// `url` carrying `driver=<driver>` (a host list's options apply to every host): RabbitMQ's
+/// targets run once per client library.
+fn with_driver(url: &str, driver: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}driver={driver}")
+}
+
+/// RabbitMQ's drivers this build carries (amqprs with the `rabbit-amqprs` feature).
+fn drivers() -> Vec<&'static str> {
+    let mut drivers = vec!["lapin"];
+    if cfg!(feature = "rabbit-amqprs") {
+        drivers.push("amqprs");
+    }
+    drivers
+}
+
+/// RabbitMQ's targets for `var`: one per driver, named `rabbit-<driver><suffix>`.
+fn rabbit(suffix: &str, var: &str) -> Vec<Target> {
+    let Some(url) = std::env::var(var).ok().filter(|u| !u.is_empty()) else {
+        return Vec::new();
+    };
+    drivers()
+        .into_iter()
+        .filter_map(|driver| {
+            let name = format!("rabbit-{driver}{suffix}");
+            from_url(&name, var, with_driver(&url, driver))
+        })
+        .collect()
+}
+
+/// A target for a real broker at `url` (from `var`).
+fn from_url(name: &str, var: &str, url: String) -> Option<Target> {
     Some(
         Target::new(
             name,
@@ -37,24 +72,31 @@ fn from_env(name: &str, var: &str) -> Option<Target> {
     )
 }
 
-/// The RabbitMQ cluster: its address list, quorum queues (README, "Running on a cluster").
-fn rabbit_cluster(var: &str) -> Option<Target> {
-    let url = std::env::var(var).ok().filter(|u| !u.is_empty())?;
-    Some(
-        Target::new(
-            "rabbit-cluster",
-            move |_| {
-                let mut c =
-                    Config::from_url(url.clone()).expect("valid broker URL in the environment");
-                c.queue_kind = coolmq::QueueKind::Quorum;
-                c
-            },
-            |c| Box::pin(coolmq::connect_owned(c)),
-        )
-        .with_unreachable_hint(format!(
-            "{var} is set, so the cluster must be running: start it with `scripts/brokers start`"
-        )),
+/// The RabbitMQ cluster, once per driver: its address list, quorum queues (README, "Running
+/// on a cluster").
+fn rabbit_cluster(var: &str) -> Vec<Target> {
+    let Some(url) = std::env::var(var).ok().filter(|u| !u.is_empty()) else {
+        return Vec::new();
+    };
+    drivers()
+        .into_iter()
+        .map(|driver| rabbit_cluster_on(driver, with_driver(&url, driver), var))
+        .collect()
+}
+
+fn rabbit_cluster_on(driver: &str, url: String, var: &str) -> Target {
+    Target::new(
+        format!("rabbit-{driver}-cluster"),
+        move |_| {
+            let mut c = Config::from_url(url.clone()).expect("valid broker URL in the environment");
+            c.queue_kind = coolmq::QueueKind::Quorum;
+            c
+        },
+        |c| Box::pin(coolmq::connect_owned(c)),
     )
+    .with_unreachable_hint(format!(
+        "{var} is set, so the cluster must be running: start it with `scripts/brokers start`"
+    ))
 }
 
 fn main() -> ExitCode {
@@ -66,19 +108,28 @@ fn main() -> ExitCode {
         .with_test_writer()
         .try_init();
     let mut targets = vec![memory()];
+    let mut missing = Vec::new();
+    // RabbitMQ once per driver (lapin, amqprs): plain, over TLS, the cluster.
+    for (suffix, var) in [
+        ("", "COOLMQ_TEST_RABBIT_URL"),
+        ("-tls", "COOLMQ_TEST_RABBIT_TLS_URL"),
+    ] {
+        let found = rabbit(suffix, var);
+        if found.is_empty() {
+            missing.push(var);
+        }
+        targets.extend(found);
+    }
     let brokers = [
-        ("rabbit", "COOLMQ_TEST_RABBIT_URL"),
         ("artemis", "COOLMQ_TEST_ARTEMIS_URL"),
         ("activemq", "COOLMQ_TEST_ACTIVEMQ_URL"),
         // The HA pairs, through their `failover:(live,backup)` address lists.
         ("artemis-pair", "COOLMQ_TEST_ARTEMIS_PAIR_URL"),
         ("activemq-pair", "COOLMQ_TEST_ACTIVEMQ_PAIR_URL"),
-        // Over TLS, with the test CA (and on RabbitMQ a client certificate).
-        ("rabbit-tls", "COOLMQ_TEST_RABBIT_TLS_URL"),
+        // Over TLS, with the test CA.
         ("artemis-tls", "COOLMQ_TEST_ARTEMIS_TLS_URL"),
         ("activemq-tls", "COOLMQ_TEST_ACTIVEMQ_TLS_URL"),
     ];
-    let mut missing = Vec::new();
     for (name, var) in brokers {
         match from_env(name, var) {
             Some(target) => targets.push(target),
@@ -86,10 +137,11 @@ fn main() -> ExitCode {
         }
     }
     let cluster = "COOLMQ_TEST_RABBIT_CLUSTER_URL";
-    match rabbit_cluster(cluster) {
-        Some(target) => targets.push(target),
-        None => missing.push(cluster),
+    let found = rabbit_cluster(cluster);
+    if found.is_empty() {
+        missing.push(cluster);
     }
+    targets.extend(found);
     // CI never goes green without a broker: its suite would silently not run.
     if std::env::var_os("CI").is_some() && !missing.is_empty() {
         eprintln!(

@@ -1,9 +1,11 @@
 //! `amqp://` / `amqps://` URL options: everything lapin understands passes through
-//! (vhost, `heartbeat`, `frame_max`, `channel_max`, TLS by scheme); coolmq's own options are
-//! taken out first.
+//! (vhost, `heartbeat`, `frame_max`, `channel_max`, TLS by scheme); coolmq's own options
+//! (the `driver` among them) are taken out first.
 
 use coolmq_core::raw::{parse_backend_url, parse_url_option};
 use coolmq_core::{redact_url, Error, Result, TlsConfig};
+
+use crate::Driver;
 
 /// RabbitMQ's default largest message (3.8–3.13): 128 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
@@ -26,6 +28,8 @@ pub struct RabbitOptions {
     /// TLS settings for an `amqps://` URL (the configuration's, plus the URL's `tls_*`
     /// options); `None` for `amqp://`.
     pub tls: Option<TlsConfig>,
+    /// The AMQP 0-9-1 client library carrying the connection (`?driver=`, default lapin).
+    pub driver: Driver,
 }
 
 impl std::fmt::Debug for RabbitOptions {
@@ -37,6 +41,7 @@ impl std::fmt::Debug for RabbitOptions {
             .field("topic_exchange", &self.topic_exchange)
             .field("connection_name", &self.connection_name)
             .field("tls", &self.tls)
+            .field("driver", &self.driver)
             .finish()
     }
 }
@@ -62,6 +67,7 @@ impl RabbitOptions {
             topic_exchange: DEFAULT_TOPIC_EXCHANGE.to_string(),
             connection_name: format!("coolmq pid {}", std::process::id()),
             tls: None,
+            driver: Driver::default(),
         };
         let mut passthrough = Vec::new();
         for (k, v) in u.query_pairs() {
@@ -72,6 +78,7 @@ impl RabbitOptions {
                 }
                 "topic_exchange" => options.topic_exchange = v.into_owned(),
                 "connection_name" => options.connection_name = v.into_owned(),
+                "driver" => options.driver = Driver::parse(&v)?,
                 key if tls.apply_url_option(key, &v)? => {}
                 _ => passthrough.push((k.into_owned(), v.into_owned())),
             }
@@ -146,6 +153,19 @@ mod tests {
             "amqp://u:***@h:5672/%2f?heartbeat=10&max_message_size=1000&topic_exchange=events"
         );
         assert!(RabbitOptions::from_url("amqp://h/?max_message_size=x").is_err());
+    }
+
+    #[test]
+    fn the_driver_is_chosen_by_the_url_and_lapin_by_default() {
+        assert_eq!(
+            RabbitOptions::from_url("amqp://h/%2f").unwrap().driver,
+            Driver::Lapin
+        );
+        let o = RabbitOptions::from_url("amqp://h/%2f?driver=amqprs&heartbeat=5").unwrap();
+        assert_eq!(o.driver, Driver::Amqprs);
+        assert_eq!(o.amqp_url, "amqp://h/%2f?heartbeat=5");
+        let e = RabbitOptions::from_url("amqp://h/?driver=pika").unwrap_err();
+        assert_eq!(e.kind(), coolmq_core::ErrorKind::ConfigInvalid);
     }
 
     #[test]

@@ -62,7 +62,58 @@ pub(crate) enum Back {
 #[derive(Default)]
 pub(crate) struct Tiers(Mutex<HashSet<(Back, u64)>>);
 
+/// What declaring one tier takes, for any driver: the header value selecting it, its queue
+/// with arguments, and the headers binding from [`DELAY_EXCHANGE`].
+pub(crate) struct TierPlan {
+    pub key: String,
+    pub queue: String,
+    pub queue_args: FieldTable,
+    pub bind_args: FieldTable,
+}
+
+/// The tier of `ms` milliseconds going back to `back`.
+pub(crate) fn plan(back: Back, ms: u64, topic_exchange: &str) -> TierPlan {
+    let (tag, dead_letter_exchange) = match back {
+        Back::Queue => ("q", ""),
+        Back::Topic => ("t", topic_exchange),
+    };
+    let key = format!("{tag}.{ms}");
+    let queue = format!("{DELAY_EXCHANGE}.{key}");
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+    let mut queue_args = FieldTable::default();
+    queue_args.insert("x-queue-type".into(), text("quorum"));
+    queue_args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    queue_args.insert("x-overflow".into(), text("reject-publish"));
+    queue_args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ms as i64));
+    queue_args.insert("x-dead-letter-exchange".into(), text(dead_letter_exchange));
+    let mut bind_args = FieldTable::default();
+    bind_args.insert("x-match".into(), text("all"));
+    bind_args.insert(crate::convert::DELAY_HEADER.into(), text(&key));
+    TierPlan {
+        key,
+        queue,
+        queue_args,
+        bind_args,
+    }
+}
+
 impl Tiers {
+    /// Whether this connection declared the tier already.
+    pub fn known(&self, back: Back, ms: u64) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(back, ms))
+    }
+
+    /// Remember a declared tier.
+    pub fn learned(&self, back: Back, ms: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((back, ms));
+    }
+
     /// The header value selecting the tier; declares the tier on first use.
     pub async fn ensure(
         &self,
@@ -71,13 +122,9 @@ impl Tiers {
         ms: u64,
         topic_exchange: &str,
     ) -> Result<String> {
-        let (tag, dead_letter_exchange) = match back {
-            Back::Queue => ("q", ""),
-            Back::Topic => ("t", topic_exchange),
-        };
-        let key = format!("{tag}.{ms}");
-        if self.0.lock().expect("lock").contains(&(back, ms)) {
-            return Ok(key);
+        let plan = plan(back, ms, topic_exchange);
+        if self.known(back, ms) {
+            return Ok(plan.key);
         }
         channel
             .exchange_declare(
@@ -91,49 +138,29 @@ impl Tiers {
             )
             .await
             .map_err(|e| map(e, "exchange.declare"))?;
-        let queue = format!("{DELAY_EXCHANGE}.{key}");
-        let mut args = FieldTable::default();
-        let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
-        args.insert("x-queue-type".into(), text("quorum"));
-        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
-        args.insert("x-overflow".into(), text("reject-publish"));
-        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ms as i64));
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(LongString::from(dead_letter_exchange.as_bytes().to_vec())),
-        );
         channel
             .queue_declare(
-                queue.clone().into(),
+                plan.queue.clone().into(),
                 QueueDeclareOptions {
                     durable: true,
                     ..Default::default()
                 },
-                args,
+                plan.queue_args,
             )
             .await
             .map_err(|e| map(e, "queue.declare"))?;
-        let mut bind = FieldTable::default();
-        bind.insert(
-            "x-match".into(),
-            AMQPValue::LongString(LongString::from(b"all".to_vec())),
-        );
-        bind.insert(
-            crate::convert::DELAY_HEADER.into(),
-            AMQPValue::LongString(LongString::from(key.as_bytes().to_vec())),
-        );
         channel
             .queue_bind(
-                queue.into(),
+                plan.queue.into(),
                 DELAY_EXCHANGE.into(),
                 "".into(),
                 QueueBindOptions::default(),
-                bind,
+                plan.bind_args,
             )
             .await
             .map_err(|e| map(e, "queue.bind"))?;
-        self.0.lock().expect("lock").insert((back, ms));
-        Ok(key)
+        self.learned(back, ms);
+        Ok(plan.key)
     }
 }
 

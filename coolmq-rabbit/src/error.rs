@@ -67,3 +67,18 @@ fn classify(e: &lapin::Error) -> (ErrorKind, bool) {
         _ => (ErrorKind::Unexpected, false),
     }
 }
+
+/// The coolmq kind (and whether it is temporary) of an AMQP 0-9-1 reply code, as RabbitMQ
+/// sends it in `channel.close` / `connection.close`; shared by both drivers.
+pub(crate) fn by_reply_code(code: u16) -> (ErrorKind, bool) {
+    match code {
+        404 => (ErrorKind::NotFound, false),
+        403 => (ErrorKind::PermissionDenied, false),
+        406 => (ErrorKind::ConfigInvalid, false),
+        312 => (ErrorKind::Unroutable, false),
+        311 => (ErrorKind::MessageTooLarge, false),
+        405 | 313 => (ErrorKind::Rejected, true),
+        530 => (ErrorKind::PermissionDenied, false),
+        _ => (ErrorKind::ConnectionLost, true),
+    }
+}

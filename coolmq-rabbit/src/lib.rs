@@ -1,8 +1,14 @@
 //! # coolmq-rabbit
 //!
-//! coolmq's RabbitMQ backend over AMQP 0-9-1 (lapin), selected by `amqp://` and `amqps://`
-//! URLs (TLS with rustls; vhost in the path; lapin's `heartbeat`, `frame_max`, `channel_max`
-//! query options; coolmq's `max_message_size`, `topic_exchange`, `connection_name`).
+//! coolmq's RabbitMQ backend over AMQP 0-9-1, selected by `amqp://` and `amqps://` URLs
+//! (TLS with rustls; vhost in the path; lapin's `heartbeat`, `frame_max`, `channel_max`
+//! query options; coolmq's `max_message_size`, `topic_exchange`, `connection_name`,
+//! `driver`).
+//!
+//! Two client libraries carry it, chosen by the URL's `driver` option: lapin (the default)
+//! and amqprs (`?driver=amqprs`, cargo feature `amqprs`). Both pass the same conformance
+//! suite; the topology, delay tiers, conversions and error kinds below are shared, and the
+//! amqprs driver adds the confirm tracking and reconnection amqprs lacks.
 //!
 //! - **Publishing**: confirm mode always, `mandatory` always, one `PublisherConfirm` per send,
 //!   persistent by default. A returned
@@ -16,11 +22,14 @@
 //!   reconnects, consumers resubscribe.
 #![deny(missing_docs)]
 
+#[cfg(feature = "amqprs")]
+mod amqprs_driver;
 mod config;
 mod connection;
 mod consumer;
 mod convert;
 mod delay;
+mod driver;
 mod error;
 mod publisher;
 mod tls;
@@ -37,6 +46,7 @@ pub use config::{RabbitOptions, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TOPIC_EXCHANGE
 use connection::Link;
 use consumer::RabbitConsumer;
 use delay::Tiers;
+pub use driver::Driver;
 use publisher::{PublisherHandle, RabbitPublisher};
 
 /// URL schemes served by this backend.
@@ -100,6 +110,18 @@ pub async fn connect(config: Config) -> Result<Broker> {
         endpoint: addresses.endpoint(),
         capabilities,
     };
+    match options.driver {
+        Driver::Lapin => {}
+        #[cfg(feature = "amqprs")]
+        Driver::Amqprs => return amqprs_driver::connect(config, addresses, info).await,
+        #[cfg(not(feature = "amqprs"))]
+        Driver::Amqprs => {
+            return Err(coolmq_core::Error::config(
+                "driver",
+                "the amqprs driver is not compiled in: enable coolmq's `rabbit-amqprs` feature",
+            ))
+        }
+    }
     let link = Arc::new(Link::new(addresses, config.connect_timeout));
     // Connect now, so a bad URL, refused credentials or a down broker fail here.
     link.connection().await?;

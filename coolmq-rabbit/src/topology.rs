@@ -14,7 +14,7 @@ fn long(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
 }
 
-fn arguments(spec: &QueueSpec) -> FieldTable {
+pub(crate) fn arguments(spec: &QueueSpec) -> FieldTable {
     let mut args = FieldTable::default();
     let quorum = spec.kind == QueueKind::Quorum;
     if let Some(dlq) = &spec.dead_letter_queue {
@@ -53,7 +53,7 @@ fn arguments(spec: &QueueSpec) -> FieldTable {
 
 /// The dead-letter queue of `spec`: durable, of the queue's kind (on a cluster, a quorum
 /// queue's dead letters are replicated like the queue).
-fn dead_letter_arguments(spec: &QueueSpec) -> FieldTable {
+pub(crate) fn dead_letter_arguments(spec: &QueueSpec) -> FieldTable {
     let mut args = FieldTable::default();
     if spec.kind == QueueKind::Quorum {
         args.insert("x-queue-type".into(), long("quorum"));

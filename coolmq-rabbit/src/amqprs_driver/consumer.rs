@@ -1,0 +1,266 @@
+//! Consuming through amqprs with manual ack: `basic.qos(prefetch)` before every
+//! `basic.consume` (amqprs hands deliveries to an unbounded channel, so the prefetch is what
+//! bounds it); after the channel or connection dies the consumer resubscribes on the next
+//! `recv`. Settling a delivery whose channel has died is a local `StaleDelivery` error.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqprs::channel::{
+    BasicAckArguments, BasicCancelArguments, BasicConsumeArguments, BasicNackArguments,
+    BasicQosArguments, Channel, ConsumerMessage,
+};
+use async_trait::async_trait;
+use coolmq_core::raw::{Acker, ConsumerBackend, Received};
+use coolmq_core::{Destination, Error, Message, Result, SendOptions};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::error::map;
+use super::events::ChannelEvents;
+use super::link::{bounded, AmqprsLink};
+use super::props::from_amqprs;
+use super::publisher::AmqprsPublisher;
+use crate::convert::from_properties;
+
+/// One subscription: its channel, its deliveries, what the broker told it.
+struct Subscription {
+    channel: Channel,
+    tag: String,
+    deliveries: UnboundedReceiver<ConsumerMessage>,
+    events: Arc<ChannelEvents>,
+}
+
+pub(crate) struct AmqprsConsumer {
+    link: Arc<AmqprsLink>,
+    forwarder: Arc<AmqprsPublisher>,
+    queue: String,
+    prefetch: u16,
+    current: Option<Subscription>,
+    closed: bool,
+}
+
+impl AmqprsConsumer {
+    pub async fn open(
+        link: Arc<AmqprsLink>,
+        forwarder: Arc<AmqprsPublisher>,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<Self> {
+        super::error::check_short("queue name", queue)?;
+        let mut c = AmqprsConsumer {
+            link,
+            forwarder,
+            queue: queue.to_string(),
+            prefetch,
+            current: None,
+            closed: false,
+        };
+        c.subscribe().await?;
+        Ok(c)
+    }
+
+    async fn subscribe(&mut self) -> Result<()> {
+        let (channel, events) = self.link.channel().await?;
+        let wait = self.link.connect_timeout();
+        let r = async {
+            bounded(
+                wait,
+                "basic.qos-ok",
+                channel.basic_qos(BasicQosArguments::new(0, self.prefetch, false)),
+            )
+            .await?
+            .map_err(|e| map(e, "basic.qos", events.closed()))?;
+            let args = BasicConsumeArguments::new(&self.queue, "")
+                .manual_ack(true)
+                .finish();
+            bounded(wait, "basic.consume-ok", channel.basic_consume_rx(args))
+                .await?
+                .map_err(|e| {
+                    map(e, "basic.consume", events.closed())
+                        .with_context("queue", self.queue.clone())
+                })
+        }
+        .await;
+        let (tag, deliveries) = r?;
+        self.current = Some(Subscription {
+            channel,
+            tag,
+            deliveries,
+            events,
+        });
+        Ok(())
+    }
+
+    fn delivery(&self, channel: &Channel, d: ConsumerMessage) -> Option<Received> {
+        let deliver = d.deliver?;
+        let properties = d
+            .basic_properties
+            .map(|p| from_amqprs(&p))
+            .unwrap_or_default();
+        let message: Message = from_properties(&properties, d.content.unwrap_or_default());
+        let acker = AmqprsAcker {
+            channel: channel.clone(),
+            tag: deliver.delivery_tag(),
+            forwarder: self.forwarder.clone(),
+            wait: self.link.connect_timeout(),
+        };
+        Some(Received::flagged(
+            message,
+            deliver.redelivered(),
+            Box::new(acker),
+        ))
+    }
+}
+
+#[async_trait]
+impl ConsumerBackend for AmqprsConsumer {
+    async fn recv(&mut self) -> Result<Option<Received>> {
+        loop {
+            if self.closed {
+                return Ok(None);
+            }
+            if self.current.is_none() {
+                // Resubscribe after a lost channel or connection; an error here is temporary
+                // (callers such as the worker retry with backoff).
+                self.subscribe().await?;
+            }
+            let sub = self.current.as_mut().expect("subscribed");
+            match sub.deliveries.recv().await {
+                Some(d) => {
+                    let channel = sub.channel.clone();
+                    if let Some(r) = self.delivery(&channel, d) {
+                        return Ok(Some(r));
+                    }
+                }
+                None => {
+                    let cancelled = sub.events.cancelled() && sub.channel.is_open();
+                    self.current = None;
+                    if cancelled {
+                        // The broker cancelled the consumer: the queue was deleted.
+                        self.closed = true;
+                        return Ok(None);
+                    }
+                    tracing::warn!(queue = %self.queue, "consumer channel closed; resubscribing");
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        self.closed = true;
+        if let Some(sub) = self.current.take() {
+            let wait = self.link.connect_timeout();
+            let _ = bounded(
+                wait,
+                "basic.cancel-ok",
+                sub.channel
+                    .basic_cancel(BasicCancelArguments::new(&sub.tag)),
+            )
+            .await;
+            // Closing the channel returns every unsettled delivery to the queue.
+            let _ = bounded(wait, "channel.close-ok", sub.channel.close()).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AmqprsConsumer {
+    fn drop(&mut self) {
+        if let Some(sub) = self.current.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = sub.channel.close().await;
+                });
+            }
+        }
+    }
+}
+
+/// Settles one delivery on the channel it came on; a closed channel makes it stale, known
+/// locally without asking the broker.
+pub(crate) struct AmqprsAcker {
+    channel: Channel,
+    tag: u64,
+    forwarder: Arc<AmqprsPublisher>,
+    /// How long a settlement may wait to be written (the connect timeout).
+    wait: Duration,
+}
+
+fn stale() -> Error {
+    coolmq_core::raw::stale_delivery("channel")
+}
+
+impl AmqprsAcker {
+    fn settled(&self, r: super::error::ClientResult<()>, operation: &'static str) -> Result<()> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(_) if !self.channel.is_open() => Err(stale()),
+            Err(e) => Err(map(e, operation, None)),
+        }
+    }
+
+    async fn nack(&self) -> Result<()> {
+        if !self.channel.is_open() {
+            return Err(stale());
+        }
+        let r = bounded(
+            self.wait,
+            "word that basic.nack went out",
+            self.channel
+                .basic_nack(BasicNackArguments::new(self.tag, false, true)),
+        )
+        .await?;
+        self.settled(r, "basic.nack")
+    }
+}
+
+#[async_trait]
+impl Acker for AmqprsAcker {
+    async fn ack(self: Box<Self>) -> Result<()> {
+        if !self.channel.is_open() {
+            return Err(stale());
+        }
+        // Past the wait the ack may or may not reach the broker: if not, it redelivers.
+        let r = bounded(
+            self.wait,
+            "word that basic.ack went out",
+            self.channel
+                .basic_ack(BasicAckArguments::new(self.tag, false)),
+        )
+        .await?;
+        self.settled(r, "basic.ack")
+    }
+
+    async fn requeue(self: Box<Self>) -> Result<()> {
+        self.nack().await
+    }
+
+    async fn forward(
+        self: Box<Self>,
+        destination: &Destination,
+        replacement: Message,
+        options: &SendOptions,
+    ) -> Result<()> {
+        let published = self
+            .forwarder
+            .publish(destination, replacement, options.delay)
+            .await;
+        coolmq_core::raw::ack_after_forward(self, published).await
+    }
+
+    fn release(self: Box<Self>) {
+        if !self.channel.is_open() {
+            return; // the broker requeues it with the channel
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = self.nack().await;
+            });
+        }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
