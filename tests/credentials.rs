@@ -99,12 +99,18 @@ fn main() -> ExitCode {
     let args = Arguments::from_args();
     let rt = Arc::new(tokio::runtime::Runtime::new().expect("runtime"));
     let mut trials = Vec::new();
-    for (target, var) in [
-        ("rabbit", "COOLMQ_TEST_RABBIT_URL"),
-        ("artemis", "COOLMQ_TEST_ARTEMIS_URL"),
-        ("activemq", "COOLMQ_TEST_ACTIVEMQ_URL"),
-    ] {
-        let base = std::env::var(var).ok().filter(|u| !u.is_empty());
+    // RabbitMQ once per driver; the target name says which.
+    let mut targets = vec![("rabbit-lapin", "COOLMQ_TEST_RABBIT_URL")];
+    if cfg!(feature = "rabbit-amqprs") {
+        targets.push(("rabbit-amqprs", "COOLMQ_TEST_RABBIT_URL"));
+    }
+    targets.push(("artemis", "COOLMQ_TEST_ARTEMIS_URL"));
+    targets.push(("activemq", "COOLMQ_TEST_ACTIVEMQ_URL"));
+    for (target, var) in targets {
+        let base = std::env::var(var)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|u| broker_var::on_driver(target, u));
         let cases: [(&str, Case); 2] = [
             (
                 "reserved_characters_in_user_and_password_authenticate",

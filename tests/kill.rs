@@ -988,8 +988,9 @@ impl Drop for Watermark {
 }
 
 /// A RabbitMQ memory alarm during sends: every send resolves within the confirm timeout,
-/// those refused fail `Blocked` (message handed back), and sends work again after it clears.
-async fn memory_alarm_blocks_publishing(url: String) -> TestResult {
+/// those refused fail `refused` (`Blocked` where the driver hears `connection.blocked`,
+/// else `Timeout`), the message handed back, and sends work again after it clears.
+async fn memory_alarm_blocks_publishing(url: String, refused: ErrorKind) -> TestResult {
     const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
     const N: usize = 300;
     let broker = connect(&url, |c| c.confirm_timeout = CONFIRM_TIMEOUT).await?;
@@ -1046,7 +1047,7 @@ async fn memory_alarm_blocks_publishing(url: String) -> TestResult {
             handed_back.push(e.into_message());
         }
     }
-    let blocked = kinds.get("blocked").copied().unwrap_or(0);
+    let blocked = kinds.get(&refused.to_string()).copied().unwrap_or(0);
     let other = handed_back.len() - blocked;
     drop(guard); // the alarm clears
                  // After the alarm: the handed-back messages resend, and new sends confirm.
@@ -1071,7 +1072,7 @@ async fn memory_alarm_blocks_publishing(url: String) -> TestResult {
     )
     .await?;
     println!(
-        "rabbit memory alarm: sends={N} blocked={blocked} other_errors={other} {kinds:?} \
+        "rabbit memory alarm: sends={N} refused={blocked} ({refused}) other_errors={other} {kinds:?} \
          slowest_send={slowest:?} (confirm timeout {CONFIRM_TIMEOUT:?}) resent={resent} \
          received={} lost={} duplicates={}",
         tally.received, tally.lost, tally.duplicates
@@ -1079,7 +1080,7 @@ async fn memory_alarm_blocks_publishing(url: String) -> TestResult {
     let _ = broker.delete_queue(&queue).await;
     let _ = broker.close().await;
     if blocked == 0 {
-        return Err("no send failed Blocked: the alarm was not reported".into());
+        return Err(format!("no send failed {refused}: the alarm was not reported").into());
     }
     if other != 0 {
         return Err(format!("{other} sends failed with another error: {kinds:?}").into());
@@ -1126,11 +1127,13 @@ fn main() -> ExitCode {
     let mut args = Arguments::from_args();
     args.test_threads = Some(1);
     let rt = Arc::new(tokio::runtime::Runtime::new().expect("runtime"));
-    let brokers = [
-        ("rabbit", "rabbit", "COOLMQ_TEST_RABBIT_URL"),
-        ("artemis", "artemis", "COOLMQ_TEST_ARTEMIS_URL"),
-        ("activemq", "classic", "COOLMQ_TEST_ACTIVEMQ_URL"),
-    ];
+    // RabbitMQ once per driver; the target name says which.
+    let mut brokers: Vec<(String, &str, &str)> = rabbit_targets("")
+        .into_iter()
+        .map(|t| (t, "rabbit", "COOLMQ_TEST_RABBIT_URL"))
+        .collect();
+    brokers.push(("artemis".into(), "artemis", "COOLMQ_TEST_ARTEMIS_URL"));
+    brokers.push(("activemq".into(), "classic", "COOLMQ_TEST_ACTIVEMQ_URL"));
     let cases: [(&str, Case); 3] = [
         ("broker_sigkill_twice_during_sends_and_acks", |u, w| {
             Box::pin(broker_killed_twice(u, w))
@@ -1144,7 +1147,10 @@ fn main() -> ExitCode {
     ];
     let mut trials = Vec::new();
     for (target, which, var) in brokers {
-        let url = std::env::var(var).ok().filter(|u| !u.is_empty());
+        let url = std::env::var(var)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|u| broker_var::on_driver(&target, u));
         for (name, case) in cases {
             let test = format!("{target}::kill::{name}");
             match url.clone() {
@@ -1156,16 +1162,27 @@ fn main() -> ExitCode {
             }
         }
     }
-    for (name, victim) in [
-        ("leader_node_sigkill_during_100k_sends", Victim::Leader),
-        (
-            "connected_node_sigkill_during_100k_sends",
-            Victim::Connected,
-        ),
-    ] {
-        let test = format!("rabbit-cluster::kill::{name}");
+    for (target, name, victim) in rabbit_targets("-cluster").into_iter().flat_map(|t| {
+        [
+            (
+                t.clone(),
+                "leader_node_sigkill_during_100k_sends",
+                Victim::Leader,
+            ),
+            (
+                t,
+                "connected_node_sigkill_during_100k_sends",
+                Victim::Connected,
+            ),
+        ]
+    }) {
+        let test = format!("{target}::kill::{name}");
         let var = "COOLMQ_TEST_RABBIT_CLUSTER_URL";
-        match std::env::var(var).ok().filter(|u| !u.is_empty()) {
+        match std::env::var(var)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|u| broker_var::on_driver(&target, u))
+        {
             None => trials.push(broker_var::missing(test, var)),
             Some(url) => {
                 let rt = rt.clone();
@@ -1198,18 +1215,36 @@ fn main() -> ExitCode {
             }
         }
     }
-    let test = "rabbit::alarm::memory_alarm_blocks_publishing_typed".to_string();
-    match std::env::var("COOLMQ_TEST_RABBIT_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    {
-        None => trials.push(broker_var::missing(test, "COOLMQ_TEST_RABBIT_URL")),
-        Some(url) => {
-            let rt = rt.clone();
-            trials.push(Trial::test(test, move || {
-                watched(&rt, memory_alarm_blocks_publishing(url))
-            }));
+    for target in rabbit_targets("") {
+        let test = format!("{target}::alarm::memory_alarm_fails_sends_typed");
+        match std::env::var("COOLMQ_TEST_RABBIT_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            None => trials.push(broker_var::missing(test, "COOLMQ_TEST_RABBIT_URL")),
+            Some(url) => {
+                let rt = rt.clone();
+                // lapin announces `connection.blocked` and hears the alarm; amqprs does not
+                // announce it, so its sends run out their confirm timeout instead.
+                let refused = if target.contains("amqprs") {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Blocked
+                };
+                let url = broker_var::on_driver(&target, url);
+                trials.push(Trial::test(test, move || {
+                    watched(&rt, memory_alarm_blocks_publishing(url, refused))
+                }));
+            }
         }
     }
     libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// RabbitMQ's target names, one per driver this build carries: `rabbit-<driver><suffix>`.
+fn rabbit_targets(suffix: &str) -> Vec<String> {
+    broker_var::rabbit_drivers()
+        .into_iter()
+        .map(|d| format!("rabbit-{d}{suffix}"))
+        .collect()
 }

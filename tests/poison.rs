@@ -378,19 +378,25 @@ fn main() -> ExitCode {
     }
     let args = Arguments::from_args();
     let rt = Arc::new(tokio::runtime::Runtime::new().expect("runtime"));
-    let targets = [
+    let mut targets = vec![
         ("memory", None),
-        ("rabbit", Some("COOLMQ_TEST_RABBIT_URL")),
+        ("rabbit-lapin", Some("COOLMQ_TEST_RABBIT_URL")),
         ("artemis", Some("COOLMQ_TEST_ARTEMIS_URL")),
         ("activemq", Some("COOLMQ_TEST_ACTIVEMQ_URL")),
     ];
+    if cfg!(feature = "rabbit-amqprs") {
+        targets.insert(2, ("rabbit-amqprs", Some("COOLMQ_TEST_RABBIT_URL")));
+    }
     let trials = targets
         .into_iter()
         .map(|(name, var)| {
             let test = format!("{name}::poison::abort_on_poison_dead_letters_after_max_plus_one");
             let url = match var {
                 None => Some(format!("memory://poison-{}", coolmq::new_message_id())),
-                Some(var) => std::env::var(var).ok().filter(|u| !u.is_empty()),
+                Some(var) => std::env::var(var)
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .map(|u| broker_var::on_driver(name, u)),
             };
             match url {
                 Some(url) => {

@@ -4,8 +4,10 @@
 //! - interop with clients nobody here wrote: pika (Python) and amqp-tools (C) publish, coolmq
 //!   consumes with every property and header mapped, and pika reads coolmq's message intact.
 //!
-//! Trials run one at a time (the fault test closes every connection on the broker). Without
-//! the URL they are listed as ignored with the reason, never silently absent.
+//! Every trial runs once per driver (lapin, and amqprs with the `rabbit-amqprs` feature), named
+//! `rabbit::<driver>::…`. Trials run one at a time (the fault test closes every connection on
+//! the broker). Without the URL they are listed as ignored with the reason, never silently
+//! absent.
 
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +23,18 @@ mod support;
 
 type TestResult = Result<(), Failed>;
 
+/// The driver the running trial uses (trials run one at a time).
+static DRIVER: std::sync::Mutex<&'static str> = std::sync::Mutex::new("lapin");
+
+/// The broker URL with the running trial's driver.
 fn url() -> Option<String> {
+    let url = configured_url()?;
+    let driver = *DRIVER.lock().unwrap_or_else(|p| p.into_inner());
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{sep}driver={driver}"))
+}
+
+fn configured_url() -> Option<String> {
     std::env::var("COOLMQ_TEST_RABBIT_URL")
         .ok()
         .filter(|u| !u.is_empty())
@@ -323,7 +336,7 @@ async fn interop_pika_extreme_values_never_stop_a_worker() -> TestResult {
     let broker = broker(|_| {}).await?;
     let queue = unique("pika-extreme");
     broker.declare_queue(&broker.queue_spec(&queue)).await?;
-    pika(&["extreme", &url().expect("set"), &queue])?;
+    pika(&["extreme", &configured_url().expect("set"), &queue])?;
     let (counts, seen) = support::handle_all(&broker, &queue, 23).await?;
     println!("pika extreme values: {counts:?}");
     expect("acked", counts.acked, 23)?;
@@ -391,7 +404,7 @@ async fn interop_pika_publishes_coolmq_consumes() -> TestResult {
     broker
         .declare_queue(&broker.queue_spec(&queue).dead_letter_queue(None))
         .await?;
-    pika(&["publish", &url().expect("set"), &queue])?;
+    pika(&["publish", &configured_url().expect("set"), &queue])?;
     let m = recv_one(&broker, &queue).await?;
     broker.delete_queue(&queue).await?;
     expect("body", &m.body[..], br#"{"from":"pika"}"#)?;
@@ -456,7 +469,7 @@ async fn interop_amqp_tools_publishes_coolmq_consumes() -> TestResult {
         .await?;
     run_cmd(Command::new("amqp-publish").args([
         "--url",
-        &url().expect("set"),
+        &configured_url().expect("set"),
         "-r",
         &queue,
         "-p",
@@ -523,7 +536,7 @@ async fn interop_coolmq_publishes_pika_reads() -> TestResult {
         .await?
         .send(&Destination::queue(&queue), sent)
         .await?;
-    let out = pika(&["get", &url().expect("set"), &queue])?;
+    let out = pika(&["get", &configured_url().expect("set"), &queue])?;
     broker.delete_queue(&queue).await?;
     let j: serde_json::Value =
         serde_json::from_str(out.trim()).map_err(|e| format!("pika output {out:?}: {e}"))?;
@@ -608,16 +621,22 @@ fn main() -> ExitCode {
             || Box::pin(fault_close_all_connections()),
         ),
     ];
-    let configured = url().is_some();
-    let trials = cases
-        .into_iter()
-        .map(|(name, f)| {
+    let configured = configured_url().is_some();
+    let mut trials = Vec::new();
+    for driver in broker_var::rabbit_drivers() {
+        for (name, f) in &cases {
+            // Each trial says its driver: rabbit::<driver>::<group>::<case>.
+            let name = format!("rabbit::{driver}::{}", name.trim_start_matches("rabbit::"));
             if !configured {
-                return broker_var::missing(name, "COOLMQ_TEST_RABBIT_URL");
+                trials.push(broker_var::missing(&name, "COOLMQ_TEST_RABBIT_URL"));
+                continue;
             }
-            let rt = rt.clone();
-            Trial::test(name, move || rt.block_on(f()))
-        })
-        .collect();
+            let (rt, f) = (rt.clone(), *f);
+            trials.push(Trial::test(name, move || {
+                *DRIVER.lock().unwrap_or_else(|p| p.into_inner()) = driver;
+                rt.block_on(f())
+            }));
+        }
+    }
     libtest_mimic::run(&args, trials).exit_code()
 }

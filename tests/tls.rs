@@ -122,12 +122,12 @@ async fn accepted(url: String) -> TestResult {
     Ok(())
 }
 
-type Case = Box<dyn Fn(&str) -> futures::future::BoxFuture<'static, TestResult> + Send + Sync>;
+type Case = Arc<dyn Fn(&str) -> futures::future::BoxFuture<'static, TestResult> + Send + Sync>;
 
 fn case(
     f: impl Fn(String) -> futures::future::BoxFuture<'static, TestResult> + Send + Sync + 'static,
 ) -> Case {
-    Box::new(move |base: &str| f(base.to_string()))
+    Arc::new(move |base: &str| f(base.to_string()))
 }
 
 fn main() -> ExitCode {
@@ -242,12 +242,18 @@ fn main() -> ExitCode {
         ),
     ];
     let mut trials = Vec::new();
-    for (target, var, cases) in [
-        ("rabbit", "COOLMQ_TEST_RABBIT_TLS_URL", rabbit),
-        ("artemis", "COOLMQ_TEST_ARTEMIS_TLS_URL", artemis),
-        ("activemq", "COOLMQ_TEST_ACTIVEMQ_TLS_URL", classic),
-    ] {
-        let base = std::env::var(var).ok().filter(|u| !u.is_empty());
+    // RabbitMQ once per driver; the target name says which.
+    let mut targets = vec![("rabbit-lapin", "COOLMQ_TEST_RABBIT_TLS_URL", rabbit.clone())];
+    if cfg!(feature = "rabbit-amqprs") {
+        targets.push(("rabbit-amqprs", "COOLMQ_TEST_RABBIT_TLS_URL", rabbit));
+    }
+    targets.push(("artemis", "COOLMQ_TEST_ARTEMIS_TLS_URL", artemis));
+    targets.push(("activemq", "COOLMQ_TEST_ACTIVEMQ_TLS_URL", classic));
+    for (target, var, cases) in targets {
+        let base = std::env::var(var)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|u| broker_var::on_driver(target, u));
         for (name, case) in cases {
             let test = format!("{target}::tls::{name}");
             match &base {

@@ -26,6 +26,35 @@ pub(crate) struct Link {
     closed: AtomicBool,
 }
 
+/// Open one lapin connection to `address` within `connect_timeout`. Also the amqprs driver's
+/// diagnosis of a failed connect: lapin announces `authentication_failure_close` and names
+/// a failed TLS check, so its error says what amqprs's cannot.
+pub(crate) async fn open(
+    address: &RabbitOptions,
+    connection_name: &str,
+    connect_timeout: Duration,
+) -> Result<Connection> {
+    let props = ConnectionProperties::default().with_connection_name(connection_name.into());
+    let endpoint = &address.endpoint;
+    let connecting = async {
+        match &address.tls {
+            Some(tls) => crate::tls::connect(&address.amqp_url, endpoint, tls, props).await,
+            None => Connection::connect(&address.amqp_url, props)
+                .await
+                .map_err(|e| map_connect(e, endpoint)),
+        }
+    };
+    tokio::time::timeout(connect_timeout, connecting)
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Unreachable,
+                format!("connecting to RabbitMQ at {endpoint} timed out after {connect_timeout:?}"),
+            )
+            .with_context("endpoint", endpoint.clone())
+        })?
+}
+
 impl Link {
     pub fn new(addresses: Addresses<RabbitOptions>, connect_timeout: Duration) -> Self {
         let mut options = addresses.first().clone();
@@ -66,29 +95,7 @@ impl Link {
 
     /// One address, within the connect timeout.
     async fn connect_to(&self, address: &RabbitOptions) -> Result<Connection> {
-        let props = ConnectionProperties::default()
-            .with_connection_name(self.options.connection_name.clone().into());
-        let endpoint = &address.endpoint;
-        let connecting = async {
-            match &address.tls {
-                Some(tls) => crate::tls::connect(&address.amqp_url, endpoint, tls, props).await,
-                None => Connection::connect(&address.amqp_url, props)
-                    .await
-                    .map_err(|e| map_connect(e, endpoint)),
-            }
-        };
-        tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Unreachable,
-                    format!(
-                        "connecting to RabbitMQ at {endpoint} timed out after {:?}",
-                        self.connect_timeout
-                    ),
-                )
-                .with_context("endpoint", endpoint.clone())
-            })?
+        open(address, &self.options.connection_name, self.connect_timeout).await
     }
 
     /// A new channel on the live connection, within the connect timeout: lapin resolves an

@@ -10,10 +10,9 @@ use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::Channel;
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::tls::TlsAdaptor;
-use coolmq_core::raw::{tls_failure, Addresses, TlsClient};
-use coolmq_core::{Error, ErrorKind, Result, TlsConfig};
+use coolmq_core::raw::{Addresses, TlsClient};
+use coolmq_core::{Error, ErrorKind, Result};
 use lapin::uri::AMQPUri;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, Mutex};
 
 use super::error::{check_short, map, map_connect};
@@ -84,7 +83,7 @@ impl AmqprsLink {
     /// One address, within the connect timeout.
     async fn connect_to(&self, address: &RabbitOptions) -> Result<Live> {
         let endpoint = &address.endpoint;
-        let (args, probe) = open_arguments(address, &self.options.connection_name)?;
+        let args = open_arguments(address, &self.options.connection_name)?;
         let opened = tokio::time::timeout(self.connect_timeout, Connection::open(&args))
             .await
             .map_err(|_| {
@@ -100,14 +99,13 @@ impl AmqprsLink {
         let connection = match opened {
             Ok(c) => c,
             Err(e) => {
-                // amqprs reports a failed handshake as text: a handshake of coolmq's own
-                // names the check that failed.
-                if let Some(probe) = probe {
-                    if let Some(tls) = probe.run(endpoint, self.connect_timeout).await {
-                        return Err(tls.with_source(e));
-                    }
-                }
-                return Err(map_connect(e, endpoint));
+                return Err(diagnose(
+                    e,
+                    address,
+                    &self.options.connection_name,
+                    self.connect_timeout,
+                )
+                .await)
             }
         };
         let events = Arc::new(ConnectionEvents::default());
@@ -182,12 +180,11 @@ pub(crate) async fn bounded<T>(
     })
 }
 
-/// amqprs's connection arguments for one address, and for `amqps://` the handshake that
-/// explains a failure.
+/// amqprs's connection arguments for one address.
 fn open_arguments(
     address: &RabbitOptions,
     connection_name: &str,
-) -> Result<(OpenConnectionArguments, Option<TlsProbe>)> {
+) -> Result<OpenConnectionArguments> {
     let uri: AMQPUri = address
         .amqp_url
         .parse()
@@ -220,56 +217,42 @@ fn open_arguments(
     if let Some(h) = uri.query.heartbeat {
         args.heartbeat(h);
     }
-    let probe = match &address.tls {
-        Some(tls) => {
-            let client = TlsClient::new(tls)?;
-            let server_name = match &tls.server_name {
-                Some(n) => n.clone(),
-                None => {
-                    client.server_name(host)?;
-                    host.clone()
-                }
-            };
-            let connector = tokio_rustls::TlsConnector::from(client.config());
-            args.tls_adaptor(TlsAdaptor::new(connector.clone(), server_name.clone()));
-            Some(TlsProbe {
-                host: host.clone(),
-                port: uri.authority.port,
-                server_name,
-                tls: tls.clone(),
-            })
-        }
-        None => None,
-    };
-    Ok((args.finish(), probe))
-}
-
-/// A TLS handshake of coolmq's own with the address amqprs failed on, to name the failure.
-struct TlsProbe {
-    host: String,
-    port: u16,
-    server_name: String,
-    tls: TlsConfig,
-}
-
-impl TlsProbe {
-    /// The TLS error, if the handshake (or the broker's first answer, where a refused client
-    /// certificate shows under TLS 1.3) fails on TLS.
-    async fn run(self, endpoint: &str, wait: Duration) -> Option<Error> {
-        let client = TlsClient::new(&self.tls).ok()?;
-        let name = client.server_name(&self.server_name).ok()?;
-        let connector = tokio_rustls::TlsConnector::from(client.config());
-        let attempt = async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
-            let mut stream = connector.connect(name, tcp).await?;
-            stream.write_all(b"AMQP\x00\x00\x09\x01").await?;
-            let mut first = [0u8; 1];
-            let _answered = stream.read(&mut first).await?;
-            Ok::<_, std::io::Error>(())
+    if let Some(tls) = &address.tls {
+        let client = TlsClient::new(tls)?;
+        let server_name = match &tls.server_name {
+            Some(n) => n.clone(),
+            None => {
+                client.server_name(host)?;
+                host.clone()
+            }
         };
-        match tokio::time::timeout(wait, attempt).await {
-            Ok(Err(e)) => tls_failure(&e, endpoint),
-            _ => None,
+        let connector = tokio_rustls::TlsConnector::from(client.config());
+        args.tls_adaptor(TlsAdaptor::new(connector, server_name));
+    }
+    Ok(args.finish())
+}
+
+/// The error of a failed amqprs connect. amqprs does not announce
+/// `authentication_failure_close`, so RabbitMQ answers a refused login by closing the socket,
+/// and it reports a failed TLS check as text: one lapin connect to the same address names
+/// either (and is closed at once if it succeeds).
+async fn diagnose(
+    e: amqprs::error::Error,
+    address: &RabbitOptions,
+    connection_name: &str,
+    wait: Duration,
+) -> Error {
+    let endpoint = &address.endpoint;
+    let ours = map_connect(e, endpoint);
+    if ours.kind() != ErrorKind::Unreachable {
+        return ours;
+    }
+    match crate::connection::open(address, connection_name, wait).await {
+        Ok(connection) => {
+            let _ = tokio::time::timeout(wait, connection.close(200, "diagnosis".into())).await;
+            ours
         }
+        Err(lapin) if lapin.kind() == ErrorKind::Unreachable => ours,
+        Err(lapin) => lapin.with_source(ours),
     }
 }
