@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! cargo run --release -p coolmq-bench -- rabbit --url amqp://guest:guest@127.0.0.1:5672/%2f
+//! cargo run --release -p coolmq-bench -- rabbit-drivers   # lapin and amqprs, raw and coolmq
 //! cargo run --release -p coolmq-bench -- activemq --url amqp1://coolmq:coolmq@127.0.0.1:5673
 //! cargo run --release -p coolmq-bench -- outbox     # PostgreSQL → memory and RabbitMQ
 //! ```
@@ -16,6 +17,7 @@ mod activemq;
 mod cpu;
 mod outbox;
 mod rabbit;
+mod rabbit_drivers;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +34,8 @@ struct Cli {
 enum Backend {
     /// RabbitMQ: coolmq-rabbit vs raw lapin.
     Rabbit(rabbit::Args),
+    /// RabbitMQ's two drivers: raw lapin, raw amqprs, coolmq on each (four columns).
+    RabbitDrivers(rabbit_drivers::Args),
     /// ActiveMQ (Artemis by default): coolmq-activemq vs raw fe2o3-amqp.
     Activemq(activemq::Args),
     /// The outbox on PostgreSQL: relay throughput and the cost of `enqueue`.
@@ -42,6 +46,7 @@ enum Backend {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().backend {
         Backend::Rabbit(args) => rabbit::run(args).await,
+        Backend::RabbitDrivers(args) => rabbit_drivers::run(args).await,
         Backend::Activemq(args) => activemq::run(args).await,
         Backend::Outbox(args) => outbox::run(args).await,
     }

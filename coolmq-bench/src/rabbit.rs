@@ -13,7 +13,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 
 use crate::stats::{rate, report};
 
-type BoxError = Box<dyn std::error::Error>;
+pub(crate) type BoxError = Box<dyn std::error::Error>;
 
 /// Options of the RabbitMQ benchmark.
 #[derive(clap::Args)]
@@ -61,7 +61,7 @@ impl Args {
 /// The properties raw lapin sends: the same on the wire as coolmq's (persistent, message id,
 /// timestamp with its millisecond header, a W3C `traceparent` as a traced application
 /// sends), so both sides do the same work.
-fn raw_props(i: usize) -> BasicProperties {
+pub(crate) fn raw_props(i: usize) -> BasicProperties {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -81,11 +81,15 @@ fn raw_props(i: usize) -> BasicProperties {
         .with_headers(headers)
 }
 
-async fn raw_connection(url: &str) -> Result<Connection, BoxError> {
+pub(crate) async fn raw_connection(url: &str) -> Result<Connection, BoxError> {
     Ok(Connection::connect(url, ConnectionProperties::default()).await?)
 }
 
-async fn fresh_queue(conn: &Connection, name: &str, queue_type: &str) -> Result<(), BoxError> {
+pub(crate) async fn fresh_queue(
+    conn: &Connection,
+    name: &str,
+    queue_type: &str,
+) -> Result<(), BoxError> {
     let ch = conn.create_channel().await?;
     ch.queue_delete(name.into(), QueueDeleteOptions::default())
         .await?;
@@ -108,7 +112,7 @@ async fn fresh_queue(conn: &Connection, name: &str, queue_type: &str) -> Result<
 }
 
 /// Raw lapin: confirm mode, `window` confirms in flight, each checked.
-async fn raw_publish(
+pub(crate) async fn raw_publish(
     ch: &Channel,
     queue: &str,
     n: usize,
@@ -145,7 +149,7 @@ fn check(c: lapin::Result<Confirmation>) -> Result<(), BoxError> {
 }
 
 /// Raw lapin: publish and await each confirm before the next.
-async fn raw_awaited(
+pub(crate) async fn raw_awaited(
     ch: &Channel,
     queue: &str,
     n: usize,
@@ -166,11 +170,11 @@ async fn raw_awaited(
     Ok(start.elapsed())
 }
 
-fn message(i: usize, size: usize) -> Message {
+pub(crate) fn message(i: usize, size: usize) -> Message {
     Message::new_with_id(format!("coolmq-{i}"), vec![b'x'; size])
 }
 
-async fn coolmq_publish(
+pub(crate) async fn coolmq_publish(
     publisher: &Publisher,
     queue: &str,
     n: usize,
@@ -195,7 +199,7 @@ async fn coolmq_publish(
     Ok(elapsed)
 }
 
-async fn coolmq_awaited(
+pub(crate) async fn coolmq_awaited(
     publisher: &Publisher,
     queue: &str,
     n: usize,
