@@ -503,6 +503,74 @@ async fn interop_amqp_tools_publishes_coolmq_consumes() -> TestResult {
     Ok(())
 }
 
+/// amqp-tools (librabbitmq) sends a header's text as the bytes it is given, so a foreign
+/// message can carry a long string that is not UTF-8: it arrives as bytes, and the messages
+/// around it arrive too (nothing wedges the queue). Prefetch 5, so on amqprs the lapin rescue
+/// ends within the run and amqprs receives the rest.
+async fn interop_amqp_tools_non_utf8_header_is_delivered() -> TestResult {
+    use std::collections::HashMap;
+    use std::os::unix::ffi::OsStrExt;
+    const PREFETCH: u16 = 5;
+    const BEFORE: usize = 5;
+    const AFTER: usize = 20;
+    let broker = broker(|_| {}).await?;
+    let queue = unique("amqp-tools-bytes");
+    broker
+        .declare_queue(&broker.queue_spec(&queue).dead_letter_queue(None))
+        .await?;
+    let url = configured_url().expect("set");
+    let publish = |header: &[u8], body: &str| {
+        let mut cmd = Command::new("amqp-publish");
+        cmd.args(["--url", &url, "-r", &queue, "-p", "-b", body, "-H"])
+            .arg(std::ffi::OsStr::from_bytes(header));
+        run_cmd(&mut cmd).map(|_| ())
+    };
+    let mut expected: Vec<String> = (0..BEFORE).map(|i| format!("before-{i}")).collect();
+    expected.push("hostile".into());
+    expected.extend((0..AFTER).map(|i| format!("after-{i}")));
+    for body in &expected {
+        if body == "hostile" {
+            publish(b"raw: \xff\xfe text", body)?;
+        } else {
+            publish(b"fine: yes", body)?;
+        }
+    }
+    let mut c = broker.consumer_with_prefetch(&queue, PREFETCH).await?;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut raw = None;
+    while seen.len() < expected.len() {
+        let d = tokio::time::timeout(Duration::from_secs(20), c.recv())
+            .await
+            .map_err(|_| format!("no message within 20 s; received {seen:?}"))??
+            .ok_or("consumer closed")?;
+        let body = String::from_utf8_lossy(&d.message().body).into_owned();
+        if body == "hostile" {
+            raw = d.message().headers.get("raw").cloned();
+        }
+        *seen.entry(body).or_default() += 1;
+        d.ack().await?;
+    }
+    c.close().await?;
+    let depth = broker.queue_depth(&queue).await?;
+    broker.delete_queue(&queue).await?;
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    println!(
+        "non-UTF-8 header: received {} of {} distinct, duplicates {duplicates} (bound {PREFETCH}), header {raw:?}, left {depth}",
+        seen.len(),
+        expected.len()
+    );
+    expect(
+        "the header's bytes",
+        raw,
+        Some(HeaderValue::Bytes(b"\xff\xfe text".to_vec())),
+    )?;
+    if duplicates > usize::from(PREFETCH) {
+        return Err(format!("{duplicates} duplicates, more than the prefetch {PREFETCH}").into());
+    }
+    expect("messages left", depth, 0)?;
+    Ok(())
+}
+
 /// coolmq publishes every property and header type; pika reads it back intact.
 async fn interop_coolmq_publishes_pika_reads() -> TestResult {
     let broker = broker(|_| {}).await?;
@@ -612,6 +680,10 @@ fn main() -> ExitCode {
         (
             "rabbit::interop::amqp_tools_publishes_coolmq_consumes",
             || Box::pin(interop_amqp_tools_publishes_coolmq_consumes()),
+        ),
+        (
+            "rabbit::interop::amqp_tools_non_utf8_header_is_delivered",
+            || Box::pin(interop_amqp_tools_non_utf8_header_is_delivered()),
         ),
         ("rabbit::interop::coolmq_publishes_pika_reads", || {
             Box::pin(interop_coolmq_publishes_pika_reads())

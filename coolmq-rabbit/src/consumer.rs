@@ -99,6 +99,22 @@ impl RabbitConsumer {
     }
 }
 
+impl RabbitConsumer {
+    /// Stop deliveries (`basic.cancel`) but keep the channel, so the deliveries already
+    /// handed out can still be settled on it; dropping the consumer closes the channel.
+    pub async fn cancel(&mut self) {
+        self.closed = true;
+        if let Some((channel, consumer)) = &self.current {
+            let _ = bounded(
+                self.link.connect_timeout(),
+                "basic.cancel-ok",
+                channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
+            )
+            .await;
+        }
+    }
+}
+
 #[async_trait]
 impl ConsumerBackend for RabbitConsumer {
     async fn recv(&mut self) -> Result<Option<Received>> {

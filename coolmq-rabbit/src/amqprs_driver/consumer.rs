@@ -1,11 +1,13 @@
 //! Consuming through amqprs with manual ack: `basic.qos(prefetch)` before every
 //! `basic.consume` (amqprs hands deliveries to an unbounded channel, so the prefetch is what
 //! bounds it); after the channel or connection dies the consumer resubscribes on the next
-//! `recv`. Settling a delivery whose channel has died is a local `StaleDelivery` error.
+//! `recv`. Settling a delivery whose channel has died is a local `StaleDelivery` error. A
+//! consumer whose connection keeps dropping right after subscribing receives through lapin
+//! for a while (`rescue.rs`), so a message amqprs cannot decode never wedges the queue.
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use amqprs::channel::{
     BasicAckArguments, BasicCancelArguments, BasicConsumeArguments, BasicNackArguments,
@@ -13,14 +15,16 @@ use amqprs::channel::{
 };
 use async_trait::async_trait;
 use coolmq_core::raw::{Acker, ConsumerBackend, Received};
-use coolmq_core::{Destination, Error, Message, Result, SendOptions};
+use coolmq_core::{Destination, Error, ErrorKind, Message, Result, SendOptions};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::map;
 use super::events::ChannelEvents;
-use super::link::{bounded, AmqprsLink};
+use super::link::{bounded, AmqprsLink, Live};
 use super::props::from_amqprs;
 use super::publisher::AmqprsPublisher;
+use super::rescue::{Rescue, RescueLink, Rescued, DROPS_BEFORE_RESCUE, SOON};
+use crate::consumer::RabbitConsumer;
 use crate::convert::from_properties;
 
 /// One subscription: its channel, its deliveries, what the broker told it.
@@ -29,21 +33,36 @@ struct Subscription {
     tag: String,
     deliveries: UnboundedReceiver<ConsumerMessage>,
     events: Arc<ChannelEvents>,
+    live: Live,
+    since: Instant,
 }
 
 pub(crate) struct AmqprsConsumer {
     link: Arc<AmqprsLink>,
     forwarder: Arc<AmqprsPublisher>,
+    rescue_link: Arc<RescueLink>,
     queue: String,
     prefetch: u16,
     current: Option<Subscription>,
+    /// Connection drops in a row soon after subscribing (see `rescue.rs`).
+    drops: u32,
+    rescue: Option<Rescue>,
+    /// The last rescue's lapin consumer, cancelled, kept open for its last settlement.
+    retired: Option<RabbitConsumer>,
     closed: bool,
+}
+
+/// A subscribe that failed because the connection dropped under it (as a message amqprs
+/// cannot decode makes it): counted toward a rescue, not returned.
+fn dropped(e: &coolmq_core::Error) -> bool {
+    e.kind() == ErrorKind::ConnectionLost
 }
 
 impl AmqprsConsumer {
     pub async fn open(
         link: Arc<AmqprsLink>,
         forwarder: Arc<AmqprsPublisher>,
+        rescue_link: Arc<RescueLink>,
         queue: &str,
         prefetch: u16,
     ) -> Result<Self> {
@@ -51,17 +70,26 @@ impl AmqprsConsumer {
         let mut c = AmqprsConsumer {
             link,
             forwarder,
+            rescue_link,
             queue: queue.to_string(),
             prefetch,
             current: None,
+            drops: 0,
+            rescue: None,
+            retired: None,
             closed: false,
         };
-        c.subscribe().await?;
+        match c.subscribe().await {
+            Ok(()) => {}
+            Err(e) if dropped(&e) => c.drops += 1,
+            Err(e) => return Err(e),
+        }
         Ok(c)
     }
 
     async fn subscribe(&mut self) -> Result<()> {
-        let (channel, events) = self.link.channel().await?;
+        let since = Instant::now();
+        let (channel, events, live) = self.link.channel_on_live().await?;
         let wait = self.link.connect_timeout();
         let r = async {
             bounded(
@@ -88,6 +116,8 @@ impl AmqprsConsumer {
             tag,
             deliveries,
             events,
+            live,
+            since,
         });
         Ok(())
     }
@@ -120,10 +150,37 @@ impl ConsumerBackend for AmqprsConsumer {
             if self.closed {
                 return Ok(None);
             }
+            if let Some(rescue) = self.rescue.as_mut() {
+                let next = rescue.next().await?;
+                if rescue.done() {
+                    self.retired = self.rescue.take().map(Rescue::finish);
+                }
+                match next {
+                    Rescued::Delivery(d) => return Ok(Some(*d)),
+                    Rescued::Over => continue,
+                    Rescued::Cancelled => {
+                        self.closed = true;
+                        return Ok(None);
+                    }
+                }
+            }
             if self.current.is_none() {
+                if self.drops >= DROPS_BEFORE_RESCUE {
+                    self.rescue =
+                        Some(Rescue::start(&self.rescue_link, &self.queue, self.prefetch).await?);
+                    self.drops = 0;
+                    continue;
+                }
                 // Resubscribe after a lost channel or connection; an error here is temporary
                 // (callers such as the worker retry with backoff).
-                self.subscribe().await?;
+                match self.subscribe().await {
+                    Ok(()) => {}
+                    Err(e) if dropped(&e) => {
+                        self.drops += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             let sub = self.current.as_mut().expect("subscribed");
             match sub.deliveries.recv().await {
@@ -135,12 +192,18 @@ impl ConsumerBackend for AmqprsConsumer {
                 }
                 None => {
                     let cancelled = sub.events.cancelled() && sub.channel.is_open();
+                    // The connection went without the broker closing it, soon after the
+                    // subscribe: what a message amqprs cannot decode does.
+                    let soon_dropped = !sub.live.alive()
+                        && sub.live.events.closed().is_none()
+                        && sub.since.elapsed() < SOON;
                     self.current = None;
                     if cancelled {
                         // The broker cancelled the consumer: the queue was deleted.
                         self.closed = true;
                         return Ok(None);
                     }
+                    self.drops = if soon_dropped { self.drops + 1 } else { 0 };
                     tracing::warn!(queue = %self.queue, "consumer channel closed; resubscribing");
                 }
             }
@@ -149,6 +212,12 @@ impl ConsumerBackend for AmqprsConsumer {
 
     async fn close(&mut self) -> Result<()> {
         self.closed = true;
+        for mut lapin in [self.rescue.take().map(Rescue::finish), self.retired.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = lapin.close().await;
+        }
         if let Some(sub) = self.current.take() {
             let wait = self.link.connect_timeout();
             let _ = bounded(

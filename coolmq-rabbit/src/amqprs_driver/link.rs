@@ -138,9 +138,15 @@ impl AmqprsLink {
 
     /// A new channel whose closes and cancels are recorded in the returned events.
     pub async fn channel(&self) -> Result<(Channel, Arc<ChannelEvents>)> {
-        let events = Arc::new(ChannelEvents::default());
-        let (channel, _) = self.channel_with(Events(events.clone())).await?;
+        let (channel, events, _) = self.channel_on_live().await?;
         Ok((channel, events))
+    }
+
+    /// [`AmqprsLink::channel`] with the connection it is on.
+    pub async fn channel_on_live(&self) -> Result<(Channel, Arc<ChannelEvents>, Live)> {
+        let events = Arc::new(ChannelEvents::default());
+        let (channel, live) = self.channel_with(Events(events.clone())).await?;
+        Ok((channel, events, live))
     }
 
     /// Close the connection, waiting for the broker's close-ok at most the connect timeout.

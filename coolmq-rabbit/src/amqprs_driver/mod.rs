@@ -11,6 +11,7 @@ mod events;
 mod link;
 mod props;
 mod publisher;
+mod rescue;
 mod topology;
 mod transaction;
 
@@ -25,6 +26,7 @@ use crate::RabbitOptions;
 use consumer::AmqprsConsumer;
 use link::AmqprsLink;
 use publisher::{AmqprsPublisher, AmqprsPublisherHandle};
+use rescue::RescueLink;
 
 /// A connection to RabbitMQ through amqprs: the [`Backend`] implementation.
 struct AmqprsBackend {
@@ -33,6 +35,8 @@ struct AmqprsBackend {
     tiers: Arc<Tiers>,
     /// Publishes forwards (delayed retries, dead letters) for this connection's consumers.
     forwarder: Arc<AmqprsPublisher>,
+    /// lapin, for the messages amqprs cannot decode (`rescue.rs`).
+    rescue: Arc<RescueLink>,
     config: Config,
 }
 
@@ -42,7 +46,7 @@ pub(crate) async fn connect(
     addresses: Addresses<RabbitOptions>,
     info: BackendInfo,
 ) -> Result<Broker> {
-    let link = Arc::new(AmqprsLink::new(addresses, config.connect_timeout));
+    let link = Arc::new(AmqprsLink::new(addresses.clone(), config.connect_timeout));
     // Connect now, so a bad URL, refused credentials or a down broker fail here.
     link.live().await?;
     let tiers = Arc::new(Tiers::default());
@@ -51,11 +55,18 @@ pub(crate) async fn connect(
         tiers.clone(),
         config.confirm_timeout,
     ));
+    let rescue = Arc::new(RescueLink::new(
+        addresses,
+        config.connect_timeout,
+        tiers.clone(),
+        config.confirm_timeout,
+    ));
     let backend = AmqprsBackend {
         info,
         link,
         tiers,
         forwarder,
+        rescue,
         config: config.clone(),
     };
     Ok(coolmq_core::raw::into_broker(Arc::new(backend), config))
@@ -108,6 +119,7 @@ impl Backend for AmqprsBackend {
         let consumer = AmqprsConsumer::open(
             self.link.clone(),
             self.forwarder.clone(),
+            self.rescue.clone(),
             queue,
             options.prefetch,
         )
@@ -117,6 +129,7 @@ impl Backend for AmqprsBackend {
 
     async fn close(&self) -> Result<()> {
         self.link.close().await;
+        self.rescue.close().await;
         Ok(())
     }
 }
