@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use super::error::Closed;
 
 /// How the broker settled one publish.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Confirm {
     /// Taken (and, for a persistent message on a durable queue, written).
     Ack,
@@ -29,6 +29,8 @@ pub(crate) enum Confirm {
     /// The channel ended first; the broker's close, if it sent one. The message may or may
     /// not have been taken.
     Lost(Option<Closed>),
+    /// Never written: no channel could be opened, or the connection refused the write.
+    NotSent(coolmq_core::Error),
 }
 
 struct Waiter {
@@ -67,29 +69,27 @@ impl Tracker {
         self.state().ended.is_some()
     }
 
-    /// Take the next tag for a publish about to be written; `None` if the channel ended.
-    /// Callers hold the channel's publish lock, so tags follow the order on the wire.
-    pub fn register(&self, message_id: &str) -> Option<(u64, oneshot::Receiver<Confirm>)> {
+    /// Take the next tag for a publish about to be written, to be settled through `settle`;
+    /// the sender back if the channel ended. Only the channel's writer calls this, so tags
+    /// follow the order on the wire.
+    pub fn register(
+        &self,
+        message_id: String,
+        settle: oneshot::Sender<Confirm>,
+    ) -> Result<u64, oneshot::Sender<Confirm>> {
         let mut s = self.state();
         if s.ended.is_some() {
-            return None;
+            return Err(settle);
         }
         let tag = s.next;
         s.next += 1;
-        let (settle, settled) = oneshot::channel();
-        s.pending.insert(
-            tag,
-            Waiter {
-                message_id: message_id.to_string(),
-                settle,
-            },
-        );
-        Some((tag, settled))
+        s.pending.insert(tag, Waiter { message_id, settle });
+        Ok(tag)
     }
 
-    /// Forget a tag whose publish failed or whose wait timed out.
-    pub fn forget(&self, tag: u64) {
-        self.state().pending.remove(&tag);
+    /// Take back the sender of a tag whose write failed.
+    pub fn take(&self, tag: u64) -> Option<oneshot::Sender<Confirm>> {
+        self.state().pending.remove(&tag).map(|w| w.settle)
     }
 
     fn settle(&self, tag: u64, multiple: bool, nack: bool) {
@@ -188,8 +188,13 @@ impl ChannelCallback for ConfirmEvents {
 mod tests {
     use super::*;
 
-    fn outcome(rx: &mut oneshot::Receiver<Confirm>) -> Option<Confirm> {
-        rx.try_recv().ok()
+    fn outcome(rx: &mut oneshot::Receiver<Confirm>) -> Option<String> {
+        rx.try_recv().ok().map(|c| format!("{c:?}"))
+    }
+
+    fn register(t: &Tracker, id: &str) -> Option<(u64, oneshot::Receiver<Confirm>)> {
+        let (settle, settled) = oneshot::channel();
+        t.register(id.to_string(), settle).ok().map(|tag| (tag, settled))
     }
 
     #[test]
@@ -201,28 +206,28 @@ mod tests {
         assert_eq!(rxs.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
         t.settle(3, true, false);
         for (_, rx) in &mut rxs[..3] {
-            assert_eq!(outcome(rx), Some(Confirm::Ack));
+            assert_eq!(outcome(rx), Some("Ack".to_string()));
         }
         assert_eq!(outcome(&mut rxs[3].1), None);
         t.settle(4, false, true);
-        assert_eq!(outcome(&mut rxs[3].1), Some(Confirm::Nack));
+        assert_eq!(outcome(&mut rxs[3].1), Some("Nack".to_string()));
     }
 
     #[test]
     fn a_return_before_the_ack_makes_that_message_unroutable_only() {
         let t = Tracker::new();
-        let (_, mut a) = t.register("a").unwrap();
-        let (_, mut b) = t.register("b").unwrap();
+        let (_, mut a) = register(&t, "a").unwrap();
+        let (_, mut b) = register(&t, "b").unwrap();
         t.state()
             .returned
             .entry("b".into())
             .or_default()
             .push((312, "NO_ROUTE".into()));
         t.settle(2, true, false);
-        assert_eq!(outcome(&mut a), Some(Confirm::Ack));
+        assert_eq!(outcome(&mut a), Some("Ack".to_string()));
         assert_eq!(
             outcome(&mut b),
-            Some(Confirm::Returned(312, "NO_ROUTE".into()))
+            Some(r#"Returned(312, "NO_ROUTE")"#.to_string())
         );
         assert!(t.state().returned.is_empty());
     }
@@ -230,11 +235,11 @@ mod tests {
     #[test]
     fn the_channel_ending_resolves_every_pending_confirm_and_refuses_new_ones() {
         let t = Tracker::new();
-        let (_, mut a) = t.register("a").unwrap();
+        let (_, mut a) = register(&t, "a").unwrap();
         let events = ConfirmEvents(t.clone());
         drop(events);
-        assert_eq!(outcome(&mut a), Some(Confirm::Lost(None)));
-        assert!(t.register("b").is_none());
+        assert_eq!(outcome(&mut a), Some("Lost(None)".to_string()));
+        assert!(register(&t, "b").is_none());
         assert!(t.ended());
     }
 }

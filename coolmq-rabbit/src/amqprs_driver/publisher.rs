@@ -1,9 +1,9 @@
 //! Publishing with confirms through amqprs: every send is `mandatory` on one confirm channel
-//! per publisher, its delivery tag tracked by [`Tracker`]. A returned message is
+//! per publisher, written by one task, its delivery tag tracked by [`Tracker`]. A returned message is
 //! `Unroutable`, a nack `Nacked`; a dead channel resolves every pending send at once with a
 //! temporary `ConnectionLost`, and the next send opens a new channel.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use amqprs::channel::{BasicPublishArguments, Channel, ConfirmSelectArguments};
@@ -13,10 +13,11 @@ use coolmq_core::{
     Destination, Error, ErrorKind, Message, Receipt, Result, SendError, SendOptions,
 };
 use lapin::types::{AMQPValue, LongString};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::confirms::{Confirm, ConfirmEvents, Tracker};
 use super::error::{check_short, map};
+use super::events::ConnectionEvents;
 use super::link::{bounded, AmqprsLink, Live};
 use super::props::to_amqprs;
 use super::transaction::AmqprsTransaction;
@@ -37,42 +38,43 @@ impl ConfirmChannel {
     }
 }
 
+/// One publish for the writer.
+struct Write {
+    exchange: String,
+    routing_key: String,
+    message_id: String,
+    properties: amqprs::BasicProperties,
+    body: Vec<u8>,
+    settle: oneshot::Sender<Confirm>,
+}
+
+/// How many publishes may wait for the writer (each sender then waits its turn).
+const QUEUED_WRITES: usize = 1024;
+
 pub(crate) struct AmqprsPublisher {
     link: Arc<AmqprsLink>,
     tiers: Arc<Tiers>,
-    /// Held while a publish takes its tag and is written, so tags follow the wire's order.
-    slot: tokio::sync::Mutex<Option<ConfirmChannel>>,
+    /// The writer task's queue: one task owns the confirm channel and writes every publish,
+    /// taking its tag as it goes, so tags follow the order on the wire without a lock
+    /// handed from sender to sender.
+    writes: mpsc::Sender<Write>,
+    /// The writer's connection, asked at a timeout whether RabbitMQ blocked it.
+    events: Arc<Mutex<Option<Arc<ConnectionEvents>>>>,
     confirm_timeout: Duration,
 }
 
 impl AmqprsPublisher {
     pub fn new(link: Arc<AmqprsLink>, tiers: Arc<Tiers>, confirm_timeout: Duration) -> Self {
+        let (writes, queued) = mpsc::channel(QUEUED_WRITES);
+        let events = Arc::new(Mutex::new(None));
+        tokio::spawn(writer(link.clone(), queued, events.clone()));
         AmqprsPublisher {
             link,
             tiers,
-            slot: tokio::sync::Mutex::new(None),
+            writes,
+            events,
             confirm_timeout,
         }
-    }
-
-    async fn open(&self) -> Result<ConfirmChannel> {
-        let tracker = Tracker::new();
-        let (channel, live) = self
-            .link
-            .channel_with(ConfirmEvents(tracker.clone()))
-            .await?;
-        bounded(
-            self.link.connect_timeout(),
-            "confirm.select-ok",
-            channel.confirm_select(ConfirmSelectArguments::default()),
-        )
-        .await?
-        .map_err(|e| map(e, "confirm.select", live.events.closed()))?;
-        Ok(ConfirmChannel {
-            channel,
-            tracker,
-            live,
-        })
     }
 
     /// Exchange, routing key and extra header for `destination` (declaring a delay tier on
@@ -119,7 +121,7 @@ impl AmqprsPublisher {
         transferred.outcome().await
     }
 
-    /// Write the publish (once the channel is ready) and return what awaits its confirm.
+    /// Hand the publish to the writer and return what awaits its confirm.
     async fn transfer(
         &self,
         destination: &Destination,
@@ -134,47 +136,111 @@ impl AmqprsPublisher {
             Ok(p) => p,
             Err(e) => return Err(SendError::new(e, message)),
         };
-        let mut slot = self.slot.lock().await;
-        if !slot.as_ref().is_some_and(ConfirmChannel::usable) {
-            *slot = None;
-            match self.open().await {
-                Ok(c) => *slot = Some(c),
-                Err(e) => return Err(SendError::new(e, message)),
-            }
-        }
-        let current = slot.as_ref().expect("opened above");
-        // A blocked connection reads nothing: refuse now, the message surely not taken.
-        if current.live.events.blocked() {
-            return Err(SendError::new(blocked("the message was not sent"), message));
-        }
-        let Some((tag, settled)) = current.tracker.register(&message.id) else {
-            return Err(SendError::new(lost(None), message));
+        let (settle, settled) = oneshot::channel();
+        let write = Write {
+            exchange,
+            routing_key,
+            message_id: message.id.clone(),
+            properties,
+            body: message.body.to_vec(),
+            settle,
         };
-        let mut args = BasicPublishArguments::new(&exchange, &routing_key);
-        args.mandatory = true;
-        let written = current
-            .channel
-            .basic_publish(properties, message.body.to_vec(), args)
-            .await;
-        if let Err(e) = written {
-            current.tracker.forget(tag);
-            let closed = current.live.events.closed();
-            *slot = None;
-            return Err(SendError::new(map(e, "basic.publish", closed), message));
+        if self.writes.send(write).await.is_err() {
+            return Err(SendError::new(coolmq_core::raw::closed(), message));
         }
-        let tracker = current.tracker.clone();
-        let live = current.live.clone();
-        drop(slot);
         Ok(Transferred {
             settled,
-            tag,
-            tracker,
-            live,
+            events: self.events.clone(),
             message,
             destination: destination.clone(),
             timeout: self.confirm_timeout,
         })
     }
+}
+
+/// The writer: owns the confirm channel, (re)opens it when it died, and writes each publish
+/// after registering its tag. Ends when its publisher is dropped.
+async fn writer(
+    link: Arc<AmqprsLink>,
+    mut queued: mpsc::Receiver<Write>,
+    events: Arc<Mutex<Option<Arc<ConnectionEvents>>>>,
+) {
+    let mut current: Option<ConfirmChannel> = None;
+    while let Some(write) = queued.recv().await {
+        if !current.as_ref().is_some_and(ConfirmChannel::usable) {
+            current = None;
+            match open(&link).await {
+                Ok(c) => {
+                    *events.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(c.live.events.clone());
+                    current = Some(c);
+                }
+                Err(e) => {
+                    // Every publish already waiting fails alike, rather than each waiting
+                    // out its own attempt to open.
+                    while let Ok(w) = queued.try_recv() {
+                        let _ = w.settle.send(Confirm::NotSent(alike(&e)));
+                    }
+                    let _ = write.settle.send(Confirm::NotSent(e));
+                    continue;
+                }
+            }
+        }
+        let c = current.as_ref().expect("opened above");
+        // A blocked connection reads nothing: refuse now, the message surely not taken.
+        if c.live.events.blocked() {
+            let _ = write
+                .settle
+                .send(Confirm::NotSent(blocked("the message was not sent")));
+            continue;
+        }
+        let tag = match c.tracker.register(write.message_id, write.settle) {
+            Ok(tag) => tag,
+            Err(settle) => {
+                let _ = settle.send(Confirm::NotSent(lost(None)));
+                current = None;
+                continue;
+            }
+        };
+        let mut args = BasicPublishArguments::new(&write.exchange, &write.routing_key);
+        args.mandatory = true;
+        if let Err(e) = c
+            .channel
+            .basic_publish(write.properties, write.body, args)
+            .await
+        {
+            if let Some(settle) = c.tracker.take(tag) {
+                let closed = c.live.events.closed();
+                let _ = settle.send(Confirm::NotSent(map(e, "basic.publish", closed)));
+            }
+            current = None;
+        }
+    }
+}
+
+/// The same error for another publish (its kind, message, temporariness and the source's
+/// text).
+fn alike(e: &Error) -> Error {
+    Error::new(e.kind(), e.message().to_string())
+        .set_temporary(e.is_temporary())
+        .with_source(e.to_string())
+}
+
+async fn open(link: &AmqprsLink) -> Result<ConfirmChannel> {
+    let tracker = Tracker::new();
+    let (channel, live) = link.channel_with(ConfirmEvents(tracker.clone())).await?;
+    bounded(
+        link.connect_timeout(),
+        "confirm.select-ok",
+        channel.confirm_select(ConfirmSelectArguments::default()),
+    )
+    .await?
+    .map_err(|e| map(e, "confirm.select", live.events.closed()))?;
+    Ok(ConfirmChannel {
+        channel,
+        tracker,
+        live,
+    })
 }
 
 /// The error of a publish refused or unconfirmed because RabbitMQ blocked the connection.
@@ -204,12 +270,10 @@ fn lost(closed: Option<(u16, String)>) -> Error {
     }
 }
 
-/// A written publish awaiting its confirm.
+/// A publish handed to the writer, awaiting its confirm.
 struct Transferred {
     settled: oneshot::Receiver<Confirm>,
-    tag: u64,
-    tracker: Arc<Tracker>,
-    live: Live,
+    events: Arc<Mutex<Option<Arc<ConnectionEvents>>>>,
     message: Message,
     destination: Destination,
     timeout: Duration,
@@ -219,24 +283,17 @@ impl Transferred {
     async fn outcome(self) -> Result<Receipt, SendError> {
         let Transferred {
             settled,
-            tag,
-            tracker,
-            live,
+            events,
             message,
             destination,
             timeout,
         } = self;
+        let events = || events.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let outcome = match tokio::time::timeout(timeout, settled).await {
-            Err(_) => {
-                tracker.forget(tag);
-                if live.events.blocked() {
-                    Err(blocked(
-                        "no confirm came; the broker may have taken the message",
-                    ))
-                } else {
-                    Err(coolmq_core::raw::confirm_timeout(timeout))
-                }
-            }
+            Err(_) if events().is_some_and(|e| e.blocked()) => Err(blocked(
+                "no confirm came; the broker may have taken the message",
+            )),
+            Err(_) => Err(coolmq_core::raw::confirm_timeout(timeout)),
             // The tracker went without settling: its channel ended.
             Ok(Err(_)) => Err(lost(None)),
             Ok(Ok(Confirm::Ack)) => Ok(()),
@@ -251,7 +308,10 @@ impl Transferred {
                 "RabbitMQ nacked the publish (queue full or internal error)",
             )
             .with_context("destination", destination.to_string())),
-            Ok(Ok(Confirm::Lost(closed))) => Err(lost(closed.or_else(|| live.events.closed()))),
+            Ok(Ok(Confirm::Lost(closed))) => {
+                Err(lost(closed.or_else(|| events().and_then(|e| e.closed()))))
+            }
+            Ok(Ok(Confirm::NotSent(e))) => Err(e),
         };
         match outcome {
             Ok(()) => Ok(Receipt {
