@@ -201,7 +201,7 @@ mod tests {
     fn multiple_acks_settle_every_tag_up_to_theirs() {
         let t = Tracker::new();
         let mut rxs: Vec<_> = (0..4)
-            .map(|i| t.register(&format!("m{i}")).unwrap())
+            .map(|i| register(&t, &format!("m{i}")).unwrap())
             .collect();
         assert_eq!(rxs.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
         t.settle(3, true, false);
