@@ -18,6 +18,7 @@ use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use tokio::sync::watch;
 
+use crate::cpu::CpuUse;
 use crate::rabbit::{
     coolmq_awaited, coolmq_publish, fresh_queue, raw_awaited, raw_connection, raw_publish, BoxError,
 };
@@ -214,6 +215,17 @@ impl RawAmqprs {
     }
 }
 
+/// Each side's client CPU per message (the process: client library threads included).
+fn print_cpu(cpu: &[CpuUse; 4], n: usize) {
+    for (side, c) in cpu.iter().enumerate() {
+        println!(
+            "#   {} client CPU µs per message: {}",
+            SIDES[side],
+            c.per_message(n)
+        );
+    }
+}
+
 /// One scenario's samples per side, and its table row.
 fn row(scenario: &str, n: usize, samples: &[Vec<f64>; 4]) -> String {
     let m: Vec<f64> = samples.iter().map(|s| median(s)).collect();
@@ -286,21 +298,25 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
 
     if wants("publish-pipelined") {
         let mut samples: [Vec<f64>; 4] = Default::default();
+        let mut cpu: [CpuUse; 4] = Default::default();
         for rep in 0..args.reps {
             for k in 0..4 {
                 let side = (k + rep) % 4;
                 fresh_queue(&lapin_conn, &queue, "classic").await?;
                 let (n, size, w) = (args.messages, args.size, args.window);
+                let before = CpuUse::now();
                 let t = match side {
                     0 => raw_publish(&lapin_ch, &queue, n, size, w).await?,
                     1 => amqprs.pipelined(&queue, n, size, w).await?,
                     s => coolmq_publish(&publishers[s - 2], &queue, n, size, w).await?,
                 };
+                cpu[side].add_since(&before);
                 samples[side].push(rate(n, t));
             }
         }
         table.push(row("publish-pipelined", args.messages, &samples));
         println!("{}", table.last().expect("row"));
+        print_cpu(&cpu, args.messages * args.reps);
     }
 
     if wants("publish-awaited") {
@@ -335,6 +351,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         let blocks = args.messages.div_ceil(BLOCK);
         let n = blocks * BLOCK;
         let mut samples: [Vec<f64>; 4] = Default::default();
+        let mut cpu: [CpuUse; 4] = Default::default();
         for rep in 0..args.reps {
             let queues: Vec<String> = (0..4).map(|s| format!("{queue}.{rep}.{s}")).collect();
             for q in &queues {
@@ -376,6 +393,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
                 for k in 0..4 {
                     let side = (k + block + rep) % 4;
                     let start = Instant::now();
+                    let before = CpuUse::now();
                     for _ in 0..BLOCK {
                         match side {
                             0 => {
@@ -396,6 +414,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
                         }
                     }
                     totals[side] += start.elapsed();
+                    cpu[side].add_since(&before);
                 }
             }
             lapin_consumer_ch.close(200, "".into()).await?;
@@ -412,6 +431,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         }
         table.push(row("consume-ack", n, &samples));
         println!("{}", table.last().expect("row"));
+        print_cpu(&cpu, n * args.reps);
     }
 
     brokers[0].delete_queue(&queue).await?;

@@ -194,7 +194,9 @@ mod tests {
 
     fn register(t: &Tracker, id: &str) -> Option<(u64, oneshot::Receiver<Confirm>)> {
         let (settle, settled) = oneshot::channel();
-        t.register(id.to_string(), settle).ok().map(|tag| (tag, settled))
+        t.register(id.to_string(), settle)
+            .ok()
+            .map(|tag| (tag, settled))
     }
 
     #[test]

@@ -171,8 +171,7 @@ async fn writer(
             current = None;
             match open(&link).await {
                 Ok(c) => {
-                    *events.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(c.live.events.clone());
+                    *events.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.live.events.clone());
                     current = Some(c);
                 }
                 Err(e) => {
