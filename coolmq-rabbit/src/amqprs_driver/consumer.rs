@@ -20,7 +20,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::map;
 use super::events::ChannelEvents;
-use super::link::{bounded, AmqprsLink, Live};
+use super::link::{bounded, bounded_quick, AmqprsLink, Live};
 use super::props::from_amqprs;
 use super::publisher::AmqprsPublisher;
 use super::rescue::{Rescue, RescueLink, Rescued, DROPS_BEFORE_RESCUE, SOON};
@@ -273,7 +273,7 @@ impl AmqprsAcker {
         if !self.channel.is_open() {
             return Err(stale());
         }
-        let r = bounded(
+        let r = bounded_quick(
             self.wait,
             "word that basic.nack went out",
             self.channel
@@ -291,7 +291,7 @@ impl Acker for AmqprsAcker {
             return Err(stale());
         }
         // Past the wait the ack may or may not reach the broker: if not, it redelivers.
-        let r = bounded(
+        let r = bounded_quick(
             self.wait,
             "word that basic.ack went out",
             self.channel

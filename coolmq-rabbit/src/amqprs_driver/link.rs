@@ -171,6 +171,21 @@ fn watch(live: Live, stopped: oneshot::Receiver<()>) {
     });
 }
 
+/// [`bounded`] for an operation that is usually done at its first poll (a frame handed to
+/// amqprs's writer queue): no timer unless it has to wait.
+pub(crate) async fn bounded_quick<T>(
+    wait: Duration,
+    waiting_for: &str,
+    operation: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    use futures::FutureExt;
+    let mut operation = std::pin::pin!(operation);
+    match (&mut operation).now_or_never() {
+        Some(done) => Ok(done),
+        None => bounded(wait, waiting_for, operation).await,
+    }
+}
+
 /// `operation` within `wait`; past it the outcome is unknown: a temporary `ConnectionLost`.
 pub(crate) async fn bounded<T>(
     wait: Duration,
