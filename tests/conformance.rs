@@ -28,32 +28,16 @@ fn from_env(name: &str, var: &str) -> Option<Target> {
     from_url(name, var, url)
 }
 
-/// `url` carrying `driver=<driver>` (a host list's options apply to every host): RabbitMQ's
-/// targets run once per client library.
-fn with_driver(url: &str, driver: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}driver={driver}")
-}
-
-/// RabbitMQ's drivers this build carries (amqprs with the `rabbit-amqprs` feature).
-fn drivers() -> Vec<&'static str> {
-    let mut drivers = vec!["lapin"];
-    if cfg!(feature = "rabbit-amqprs") {
-        drivers.push("amqprs");
-    }
-    drivers
-}
-
 /// RabbitMQ's targets for `var`: one per driver, named `rabbit-<driver><suffix>`.
 fn rabbit(suffix: &str, var: &str) -> Vec<Target> {
     let Some(url) = std::env::var(var).ok().filter(|u| !u.is_empty()) else {
         return Vec::new();
     };
-    drivers()
+    rabbit_drivers::rabbit_drivers()
         .into_iter()
         .filter_map(|driver| {
             let name = format!("rabbit-{driver}{suffix}");
-            from_url(&name, var, with_driver(&url, driver))
+            from_url(&name, var, rabbit_drivers::on_driver(&name, url.clone()))
         })
         .collect()
 }
@@ -78,9 +62,12 @@ fn rabbit_cluster(var: &str) -> Vec<Target> {
     let Some(url) = std::env::var(var).ok().filter(|u| !u.is_empty()) else {
         return Vec::new();
     };
-    drivers()
+    rabbit_drivers::rabbit_drivers()
         .into_iter()
-        .map(|driver| rabbit_cluster_on(driver, with_driver(&url, driver), var))
+        .map(|driver| {
+            let url = rabbit_drivers::on_driver(&format!("rabbit-{driver}"), url.clone());
+            rabbit_cluster_on(driver, url, var)
+        })
         .collect()
 }
 
@@ -165,3 +152,5 @@ fn main() -> ExitCode {
 
 #[path = "conformance/features_doc.rs"]
 mod features_doc;
+#[path = "common/rabbit_drivers.rs"]
+mod rabbit_drivers;

@@ -15,6 +15,8 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 #[path = "common/broker_var.rs"]
 mod broker_var;
+#[path = "common/rabbit_drivers.rs"]
+mod rabbit_drivers;
 
 type TestResult = Result<(), Failed>;
 
@@ -110,7 +112,7 @@ fn main() -> ExitCode {
         let base = std::env::var(var)
             .ok()
             .filter(|u| !u.is_empty())
-            .map(|u| broker_var::on_driver(target, u));
+            .map(|u| rabbit_drivers::on_driver(target, u));
         let cases: [(&str, Case); 2] = [
             (
                 "reserved_characters_in_user_and_password_authenticate",

@@ -32,6 +32,8 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 #[path = "common/broker_var.rs"]
 mod broker_var;
+#[path = "common/rabbit_drivers.rs"]
+mod rabbit_drivers;
 mod support;
 
 type TestResult = Result<(), Failed>;
@@ -1150,7 +1152,7 @@ fn main() -> ExitCode {
         let url = std::env::var(var)
             .ok()
             .filter(|u| !u.is_empty())
-            .map(|u| broker_var::on_driver(&target, u));
+            .map(|u| rabbit_drivers::on_driver(&target, u));
         for (name, case) in cases {
             let test = format!("{target}::kill::{name}");
             match url.clone() {
@@ -1181,7 +1183,7 @@ fn main() -> ExitCode {
         match std::env::var(var)
             .ok()
             .filter(|u| !u.is_empty())
-            .map(|u| broker_var::on_driver(&target, u))
+            .map(|u| rabbit_drivers::on_driver(&target, u))
         {
             None => trials.push(broker_var::missing(test, var)),
             Some(url) => {
@@ -1231,7 +1233,7 @@ fn main() -> ExitCode {
                 } else {
                     ErrorKind::Blocked
                 };
-                let url = broker_var::on_driver(&target, url);
+                let url = rabbit_drivers::on_driver(&target, url);
                 trials.push(Trial::test(test, move || {
                     watched(&rt, memory_alarm_blocks_publishing(url, refused))
                 }));
@@ -1243,7 +1245,7 @@ fn main() -> ExitCode {
 
 /// RabbitMQ's target names, one per driver this build carries: `rabbit-<driver><suffix>`.
 fn rabbit_targets(suffix: &str) -> Vec<String> {
-    broker_var::rabbit_drivers()
+    rabbit_drivers::rabbit_drivers()
         .into_iter()
         .map(|d| format!("rabbit-{d}{suffix}"))
         .collect()

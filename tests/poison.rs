@@ -26,6 +26,8 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 #[path = "common/broker_var.rs"]
 mod broker_var;
+#[path = "common/rabbit_drivers.rs"]
+mod rabbit_drivers;
 
 const POISON: &str = "poison";
 const ORDINARY: usize = 100;
@@ -396,7 +398,7 @@ fn main() -> ExitCode {
                 Some(var) => std::env::var(var)
                     .ok()
                     .filter(|u| !u.is_empty())
-                    .map(|u| broker_var::on_driver(name, u)),
+                    .map(|u| rabbit_drivers::on_driver(name, u)),
             };
             match url {
                 Some(url) => {

@@ -19,6 +19,8 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 #[path = "common/broker_var.rs"]
 mod broker_var;
+#[path = "common/rabbit_drivers.rs"]
+mod rabbit_drivers;
 mod support;
 
 type TestResult = Result<(), Failed>;
@@ -28,10 +30,11 @@ static DRIVER: std::sync::Mutex<&'static str> = std::sync::Mutex::new("lapin");
 
 /// The broker URL with the running trial's driver.
 fn url() -> Option<String> {
-    let url = configured_url()?;
     let driver = *DRIVER.lock().unwrap_or_else(|p| p.into_inner());
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{sep}driver={driver}"))
+    Some(rabbit_drivers::on_driver(
+        &format!("rabbit-{driver}"),
+        configured_url()?,
+    ))
 }
 
 fn configured_url() -> Option<String> {
@@ -695,7 +698,7 @@ fn main() -> ExitCode {
     ];
     let configured = configured_url().is_some();
     let mut trials = Vec::new();
-    for driver in broker_var::rabbit_drivers() {
+    for driver in rabbit_drivers::rabbit_drivers() {
         for (name, f) in &cases {
             // Each trial says its driver: rabbit::<driver>::<group>::<case>.
             let name = format!("rabbit::{driver}::{}", name.trim_start_matches("rabbit::"));

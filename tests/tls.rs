@@ -14,6 +14,8 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 #[path = "common/broker_var.rs"]
 mod broker_var;
+#[path = "common/rabbit_drivers.rs"]
+mod rabbit_drivers;
 
 type TestResult = Result<(), Failed>;
 
@@ -253,7 +255,7 @@ fn main() -> ExitCode {
         let base = std::env::var(var)
             .ok()
             .filter(|u| !u.is_empty())
-            .map(|u| broker_var::on_driver(target, u));
+            .map(|u| rabbit_drivers::on_driver(target, u));
         for (name, case) in cases {
             let test = format!("{target}::tls::{name}");
             match &base {
