@@ -1126,6 +1126,10 @@ fn main() -> ExitCode {
         let var = |name: &str| std::env::var(name).expect("child environment");
         return child(var("COOLMQ_KILL_URL"), var("COOLMQ_KILL_QUEUE"));
     }
+    // `COOLMQ_LOG=coolmq_rabbit=debug` (any tracing filter) shows what a trial's clients did.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("COOLMQ_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    }
     let mut args = Arguments::from_args();
     args.test_threads = Some(1);
     let rt = Arc::new(tokio::runtime::Runtime::new().expect("runtime"));

@@ -47,6 +47,8 @@ pub(crate) struct AmqprsConsumer {
     /// Connection drops in a row soon after subscribing (see `rescue.rs`).
     drops: u32,
     rescue: Option<Rescue>,
+    /// A rescue being started.
+    starting: Option<tokio::task::JoinHandle<Result<Rescue>>>,
     /// The last rescue's lapin consumer, cancelled, kept open for its last settlement.
     retired: Option<RabbitConsumer>,
     closed: bool,
@@ -76,6 +78,7 @@ impl AmqprsConsumer {
             current: None,
             drops: 0,
             rescue: None,
+            starting: None,
             retired: None,
             closed: false,
         };
@@ -157,7 +160,10 @@ impl ConsumerBackend for AmqprsConsumer {
                 }
                 match next {
                     Rescued::Delivery(d) => return Ok(Some(*d)),
-                    Rescued::Over => continue,
+                    Rescued::Over => {
+                        tracing::debug!(queue = %self.queue, "rescue over");
+                        continue;
+                    }
                     Rescued::Cancelled => {
                         self.closed = true;
                         return Ok(None);
@@ -165,21 +171,49 @@ impl ConsumerBackend for AmqprsConsumer {
                 }
             }
             if self.current.is_none() {
-                if self.drops >= DROPS_BEFORE_RESCUE {
-                    self.rescue =
-                        Some(Rescue::start(&self.rescue_link, &self.queue, self.prefetch).await?);
+                if self.drops >= DROPS_BEFORE_RESCUE && self.starting.is_none() {
+                    // In a task of its own: a caller that gives `recv` a short timeout must
+                    // not cancel the rescue's connect over and over.
+                    self.starting = Some(tokio::spawn(Rescue::start(
+                        self.rescue_link.clone(),
+                        self.queue.clone(),
+                        self.prefetch,
+                    )));
                     self.drops = 0;
+                }
+                if let Some(starting) = self.starting.as_mut() {
+                    let started = starting.await;
+                    self.starting = None;
+                    match started {
+                        Ok(Ok(rescue)) => self.rescue = Some(rescue),
+                        Ok(Err(e)) => return Err(e),
+                        Err(e) => {
+                            return Err(Error::new(
+                                ErrorKind::Unexpected,
+                                format!("starting a lapin rescue failed: {e}"),
+                            ))
+                        }
+                    }
                     continue;
                 }
                 // Resubscribe after a lost channel or connection; an error here is temporary
                 // (callers such as the worker retry with backoff).
                 match self.subscribe().await {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        tracing::debug!(queue = %self.queue, drops = self.drops, "subscribed")
+                    }
                     Err(e) if dropped(&e) => {
                         self.drops += 1;
+                        tracing::debug!(queue = %self.queue, drops = self.drops, error = %e, "subscribe dropped");
                         continue;
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        // The broker cannot be reached (a broker down, not a message amqprs
+                        // cannot decode): the drops before it do not count.
+                        tracing::debug!(queue = %self.queue, drops = self.drops, error = %e, "subscribe failed");
+                        self.drops = 0;
+                        return Err(e);
+                    }
                 }
             }
             let sub = self.current.as_mut().expect("subscribed");
@@ -204,7 +238,7 @@ impl ConsumerBackend for AmqprsConsumer {
                         return Ok(None);
                     }
                     self.drops = if soon_dropped { self.drops + 1 } else { 0 };
-                    tracing::warn!(queue = %self.queue, "consumer channel closed; resubscribing");
+                    tracing::warn!(queue = %self.queue, drops = self.drops, "consumer channel closed; resubscribing");
                 }
             }
         }
@@ -212,6 +246,9 @@ impl ConsumerBackend for AmqprsConsumer {
 
     async fn close(&mut self) -> Result<()> {
         self.closed = true;
+        if let Some(starting) = self.starting.take() {
+            starting.abort();
+        }
         for mut lapin in [self.rescue.take().map(Rescue::finish), self.retired.take()]
             .into_iter()
             .flatten()

@@ -7,7 +7,7 @@
 //! messages that came back with the drop have passed; then amqprs again.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coolmq_core::raw::{Addresses, ConsumerBackend, Received};
 use coolmq_core::Result;
@@ -20,9 +20,11 @@ use crate::RabbitOptions;
 
 /// Connection drops in a row, each soon after subscribing, that start a rescue.
 pub(crate) const DROPS_BEFORE_RESCUE: u32 = 2;
-/// A drop counts toward a rescue only this soon after subscribing: a message that fails the
-/// decoder arrives within the first prefetch's worth of deliveries.
-pub(crate) const SOON: Duration = Duration::from_secs(30);
+/// A drop counts toward a rescue only this soon after subscribing: the broker pushes the
+/// prefetch's worth of deliveries at once, and a message that fails the decoder is among
+/// them. A subscribe the broker refuses or cannot answer resets the count (a broker down or
+/// restarting drops connections too, and is no reason for a rescue).
+pub(crate) const SOON: Duration = Duration::from_secs(5);
 /// A rescue ends early when lapin brings nothing for this long (the queue drained).
 const IDLE: Duration = Duration::from_secs(1);
 
@@ -53,6 +55,9 @@ impl RescueLink {
 pub(crate) struct Rescue {
     consumer: RabbitConsumer,
     left: usize,
+    /// Since the last delivery (or the start): the idle end counts from here, across calls
+    /// a caller's own timeout may cut short.
+    quiet_since: Instant,
 }
 
 /// What the rescue brought.
@@ -68,29 +73,32 @@ pub(crate) enum Rescued {
 impl Rescue {
     /// Start receiving `queue` through lapin, for the messages a drop sent back: the
     /// prefetch's worth plus the one that failed to decode.
-    pub async fn start(link: &RescueLink, queue: &str, prefetch: u16) -> Result<Self> {
+    pub async fn start(link: Arc<RescueLink>, queue: String, prefetch: u16) -> Result<Self> {
         tracing::warn!(
             queue,
             "the amqprs connection dropped twice right after subscribing: receiving the next messages through lapin (a message amqprs cannot decode)"
         );
         let consumer =
-            RabbitConsumer::open(link.link.clone(), link.forwarder.clone(), queue, 1).await?;
+            RabbitConsumer::open(link.link.clone(), link.forwarder.clone(), &queue, 1).await?;
         Ok(Rescue {
             consumer,
             left: usize::from(prefetch) + 1,
+            quiet_since: Instant::now(),
         })
     }
 
     /// The next delivery, or the rescue's end (then [`Rescue::done`]: the lapin consumer is
     /// cancelled but open, so its last delivery can still be settled).
     pub async fn next(&mut self) -> Result<Rescued> {
-        let next = match tokio::time::timeout(IDLE, self.consumer.recv()).await {
+        let quiet_for = IDLE.saturating_sub(self.quiet_since.elapsed());
+        let next = match tokio::time::timeout(quiet_for, self.consumer.recv()).await {
             Err(_idle) => None,
             Ok(r) => match r? {
                 Some(d) => Some(d),
                 None => return Ok(Rescued::Cancelled),
             },
         };
+        self.quiet_since = Instant::now();
         self.left = if next.is_some() {
             self.left.saturating_sub(1)
         } else {
