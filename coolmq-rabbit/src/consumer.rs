@@ -194,7 +194,7 @@ pub(crate) struct RabbitAcker {
 /// `operation` within `wait`: lapin resolves an RPC or a settlement only when the broker
 /// answers or the connection reports its end, and a connection that died without reporting
 /// it must not wedge a consumer. Past `wait` the outcome is unknown: `ConnectionLost`.
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     wait: Duration,
     waiting_for: &str,
     operation: impl std::future::Future<Output = T>,

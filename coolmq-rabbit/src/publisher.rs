@@ -177,7 +177,7 @@ struct Transferred {
 
 /// The error of a publish refused or unconfirmed because RabbitMQ blocked the connection.
 #[cold]
-fn blocked(taken: &str) -> Error {
+pub(crate) fn blocked(taken: &str) -> Error {
     Error::new(
         ErrorKind::Blocked,
         format!(

@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, Mutex};
 
 use super::error::{check_short, map, map_connect};
 use super::events::{ChannelEvents, ConnectionEvents, ConnectionWatch, Events};
+pub(crate) use crate::consumer::bounded;
 use crate::RabbitOptions;
 
 /// A connection and what its broker told it.
@@ -184,21 +185,6 @@ pub(crate) async fn bounded_quick<T>(
         Some(done) => Ok(done),
         None => bounded(wait, waiting_for, operation).await,
     }
-}
-
-/// `operation` within `wait`; past it the outcome is unknown: a temporary `ConnectionLost`.
-pub(crate) async fn bounded<T>(
-    wait: Duration,
-    waiting_for: &str,
-    operation: impl std::future::Future<Output = T>,
-) -> Result<T> {
-    tokio::time::timeout(wait, operation).await.map_err(|_| {
-        Error::new(
-            ErrorKind::ConnectionLost,
-            format!("no {waiting_for} within {wait:?}: the connection is not answering"),
-        )
-        .set_temporary(true)
-    })
 }
 
 /// amqprs's connection arguments for one address.

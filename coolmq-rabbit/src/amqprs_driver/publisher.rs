@@ -24,6 +24,7 @@ use super::transaction::AmqprsTransaction;
 use crate::convert::{to_properties, DELAY_HEADER};
 use crate::delay::{plan, tier_millis, Back, Tiers, DELAY_EXCHANGE};
 use crate::error::by_reply_code;
+use crate::publisher::blocked;
 
 /// The confirm-mode channel, its tracker and its connection.
 struct ConfirmChannel {
@@ -240,17 +241,6 @@ async fn open(link: &AmqprsLink) -> Result<ConfirmChannel> {
         tracker,
         live,
     })
-}
-
-/// The error of a publish refused or unconfirmed because RabbitMQ blocked the connection.
-#[cold]
-fn blocked(taken: &str) -> Error {
-    Error::new(
-        ErrorKind::Blocked,
-        format!(
-            "RabbitMQ blocked publishing on this connection (connection.blocked: a memory or disk alarm); {taken}"
-        ),
-    )
 }
 
 /// The channel ended before the confirm: by the broker's close if it sent one.
