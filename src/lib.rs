@@ -32,6 +32,10 @@
 //! worker.shutdown(std::time::Duration::from_secs(5)).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! ## Cargo features
+#![doc = document_features::document_features!()]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 use coolmq_core::raw::{connect_with, Driver};

@@ -26,6 +26,7 @@
 //!
 //! Not available (capability flags false, calls return `Unsupported`): topics on Classic
 //! (its topic-to-queue fan-out is static broker configuration), length limits.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod config;

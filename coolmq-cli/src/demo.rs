@@ -1,11 +1,10 @@
-//! `coolmq demo`: the same story as `cargo run --example demo` (one source file).
+//! `coolmq demo`: the story in `story.rs` (also `cargo run --example demo` in the repository).
 
 use std::io::Write;
 
 use crate::CliError;
 
-#[path = "../../examples/demo.rs"]
-mod story;
+use crate::story;
 
 pub async fn run(_out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let config = story::demo_config()?;

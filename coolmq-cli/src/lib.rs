@@ -2,6 +2,7 @@
 //! send and receive, benchmark, and inspect / replay / purge dead-letter queues. Every
 //! backend is compiled in; the broker comes from `--url`, `--config coolmq.toml` or the
 //! environment (`COOLMQ_URL`, `COOLMQ_CONFIG`), and credentials are never printed.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bench;
 mod conformance;
@@ -10,6 +11,7 @@ mod dlq;
 mod json;
 mod recv;
 mod send;
+mod story;
 
 use std::io::Write;
 use std::path::PathBuf;

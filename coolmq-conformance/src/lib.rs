@@ -21,6 +21,7 @@
 //!     run(vec![memory])
 //! }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod case;

@@ -8,6 +8,10 @@
 //! broker implements are apart, in [`raw`].
 //!
 //! Applications depend on the `coolmq` facade crate; backends depend on this one.
+//!
+//! ## Cargo features
+#![doc = document_features::document_features!()]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod address;

@@ -18,6 +18,13 @@
 //!   after the maximum attempts: needs a human), `claimed_by` / `claimed_until` (SQLite
 //!   relay leases). Times are milliseconds since the epoch.
 //! - `coolmq_inbox`: (`consumer`, `message_id`) primary key, `processed_at`.
+//!
+//! ## Cargo features
+#![doc = document_features::document_features!()]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Without a database feature only the `OutboxDatabase` trait is left (for one's own database),
+// and the helpers the SQLite and PostgreSQL implementations share have no user.
+#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(unused))]
 #![deny(missing_docs)]
 
 mod database;

@@ -102,6 +102,7 @@ impl RabbitConsumer {
 impl RabbitConsumer {
     /// Stop deliveries (`basic.cancel`) but keep the channel, so the deliveries already
     /// handed out can still be settled on it; dropping the consumer closes the channel.
+    #[cfg(feature = "amqprs")]
     pub async fn cancel(&mut self) {
         self.closed = true;
         if let Some((channel, consumer)) = &self.current {

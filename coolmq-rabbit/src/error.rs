@@ -69,7 +69,9 @@ fn classify(e: &lapin::Error) -> (ErrorKind, bool) {
 }
 
 /// The coolmq kind (and whether it is temporary) of an AMQP 0-9-1 reply code, as RabbitMQ
-/// sends it in `channel.close` / `connection.close`; shared by both drivers.
+/// sends it in `channel.close` / `connection.close` (amqprs hands over the bare code; lapin's
+/// errors are classified above).
+#[cfg(feature = "amqprs")]
 pub(crate) fn by_reply_code(code: u16) -> (ErrorKind, bool) {
     match code {
         404 => (ErrorKind::NotFound, false),

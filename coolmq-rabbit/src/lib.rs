@@ -20,6 +20,10 @@
 //!   to the work queue), so a waiting message survives the consumer and blocks nothing.
 //! - **Connection loss**: operations in flight fail with temporary errors; the next operation
 //!   reconnects, consumers resubscribe.
+//!
+//! ## Cargo features
+#![doc = document_features::document_features!()]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 #[cfg(feature = "amqprs")]
