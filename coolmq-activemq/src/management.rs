@@ -142,13 +142,24 @@ pub(crate) async fn queue_depth(link: &Link, flavor: Flavor, queue: &str) -> Res
                 })
         }
         Flavor::Classic => {
+            // The statistics plugin answers for every destination that exists and stays
+            // silent for one that does not.
             let reply = request(
                 link,
                 &format!("ActiveMQ.Statistics.Destination.{queue}"),
                 vec![],
                 Value::Null,
             )
-            .await?;
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::Timeout => Error::new(
+                    ErrorKind::NotFound,
+                    format!("queue {queue:?} does not exist (ActiveMQ Classic's statistics plugin, which answers for every existing queue, did not answer within {REPLY_TIMEOUT:?})"),
+                )
+                .with_context("queue", queue)
+                .with_source(e),
+                _ => e,
+            })?;
             let size = match &reply.body {
                 Body::Value(AmqpValue(Value::Map(map))) => {
                     map.iter().find_map(|(k, v)| match (k, v) {

@@ -27,7 +27,8 @@ pub struct Opts {
     /// Consumer prefetch (unacknowledged deliveries at once).
     #[arg(long, default_value_t = 200)]
     prefetch: u16,
-    /// The queue to use (a unique one by default, deleted afterwards).
+    /// The queue to use, which must exist (a unique one is declared by default, and deleted
+    /// afterwards).
     #[arg(long, short)]
     queue: Option<String>,
 }
@@ -68,9 +69,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+/// With `--json`: one object with the rates, counts and confirm latency percentiles.
+pub async fn run(o: Opts, json: bool, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     if o.window == 0 || o.prefetch == 0 || o.messages == 0 {
-        return Err(CliError::msg(
+        return Err(CliError::usage(
             "--messages, --window and --prefetch must be at least 1",
         ));
     }
@@ -82,7 +84,11 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
         .queue
         .clone()
         .unwrap_or_else(|| format!("coolmq.bench.{}", uuid::Uuid::new_v4().simple()));
-    broker.declare_queue(&broker.queue_spec(&queue)).await?;
+    if own_queue {
+        broker.declare_queue(&broker.queue_spec(&queue)).await?;
+    } else {
+        crate::require_queue(&broker, &queue).await?;
+    }
     let publisher = broker.publisher().await?;
     let dest = Destination::queue(&queue);
     let body = bytes::Bytes::from(vec![b'x'; o.size]);
@@ -141,43 +147,58 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
     }
     broker.close().await?;
 
-    let w = |e: std::io::Error| CliError::msg(e.to_string());
-    writeln!(
-        out,
-        "broker    {} ({})\nmessages  {} x {} B, window {}, prefetch {}",
-        broker.backend_name(),
-        broker.endpoint(),
-        o.messages,
-        o.size,
-        o.window,
-        o.prefetch
-    )
-    .map_err(w)?;
-    writeln!(
-        out,
-        "publish   {:>10.0} msg/s  ({} confirmed, {} failed, {:.2?})",
-        latencies.len() as f64 / publish_time.as_secs_f64(),
-        latencies.len(),
-        failed,
-        publish_time
-    )
-    .map_err(w)?;
-    writeln!(
-        out,
-        "confirm   p50 {:.2?}  p99 {:.2?}  max {:.2?}",
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99),
-        latencies.last().copied().unwrap_or_default()
-    )
-    .map_err(w)?;
-    writeln!(
-        out,
-        "consume   {:>10.0} msg/s  ({} acked, {:.2?})",
-        consumed as f64 / consume_time.as_secs_f64(),
-        consumed,
-        consume_time
-    )
-    .map_err(w)?;
+    let publish_rate = latencies.len() as f64 / publish_time.as_secs_f64();
+    let consume_rate = consumed as f64 / consume_time.as_secs_f64();
+    let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
+    let max = latencies.last().copied().unwrap_or_default();
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "backend": broker.backend_name(),
+                "endpoint": broker.endpoint(),
+                "messages": o.messages,
+                "size": o.size,
+                "window": o.window,
+                "prefetch": o.prefetch,
+                "publish_per_second": publish_rate,
+                "confirmed": latencies.len(),
+                "failed": failed,
+                "confirm_p50_seconds": p50.as_secs_f64(),
+                "confirm_p99_seconds": p99.as_secs_f64(),
+                "confirm_max_seconds": max.as_secs_f64(),
+                "consume_per_second": consume_rate,
+                "acked": consumed,
+            })
+        )
+        .map_err(CliError::io)?;
+    } else {
+        let w = CliError::io;
+        writeln!(
+            out,
+            "broker    {} ({})\nmessages  {} x {} B, window {}, prefetch {}",
+            broker.backend_name(),
+            broker.endpoint(),
+            o.messages,
+            o.size,
+            o.window,
+            o.prefetch
+        )
+        .map_err(w)?;
+        writeln!(
+            out,
+            "publish   {publish_rate:>10.0} msg/s  ({} confirmed, {failed} failed, {publish_time:.2?})",
+            latencies.len(),
+        )
+        .map_err(w)?;
+        writeln!(out, "confirm   p50 {p50:.2?}  p99 {p99:.2?}  max {max:.2?}").map_err(w)?;
+        writeln!(
+            out,
+            "consume   {consume_rate:>10.0} msg/s  ({consumed} acked, {consume_time:.2?})"
+        )
+        .map_err(w)?;
+    }
     if failed > 0 || consumed < o.messages - failed {
         return Err(CliError::msg(format!(
             "{failed} sends failed; {consumed} of {} consumed",

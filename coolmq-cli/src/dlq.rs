@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::{json, CliError, Target};
+use crate::{json, CliError, Exit, Target};
 use coolmq::dead_letter::{
     ATTEMPTS_HEADER, ATTEMPT_HEADER, FIRST_FAILURE_HEADER, LAST_ERROR_HEADER, LAST_FAILURE_HEADER,
     ORIGIN_QUEUE_HEADER,
@@ -54,9 +54,6 @@ enum Action {
         /// How many.
         #[arg(long, short = 'n', default_value_t = 1)]
         count: u64,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
     },
     /// Move messages back to their origin queue with their attempts reset: each is confirmed
     /// by the origin queue before its dead-letter copy is removed.
@@ -122,19 +119,34 @@ impl Common {
     }
 }
 
-pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
-    let w = |e: std::io::Error| CliError::msg(e.to_string());
+/// With `--json`: `list` and `peek` print one object per message, `replay` and `purge` one
+/// object with the count.
+pub async fn run(o: Opts, as_json: bool, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    let w = CliError::io;
     match o.action {
         Action::List { common, limit } => {
             let broker = common.target.connect().await?;
             let dlq = common.dlq_name(&broker);
-            writeln!(
-                out,
-                "id\torigin\tattempts\tfirst_failure\tlast_failure\tlast_error"
-            )
-            .map_err(w)?;
+            if !as_json {
+                writeln!(
+                    out,
+                    "id\torigin\tattempts\tfirst_failure\tlast_failure\tlast_error"
+                )
+                .map_err(w)?;
+            }
             let n = crate::take(&broker, &dlq, limit, common.timeout, true, |d| {
                 let m = d.message();
+                if as_json {
+                    let summary = serde_json::json!({
+                        "id": m.id,
+                        "origin": m.headers.get(ORIGIN_QUEUE_HEADER).and_then(HeaderValue::as_str),
+                        "attempts": m.headers.get(ATTEMPTS_HEADER).and_then(HeaderValue::as_i64),
+                        "first_failure": m.headers.get(FIRST_FAILURE_HEADER).and_then(HeaderValue::as_str),
+                        "last_failure": m.headers.get(LAST_FAILURE_HEADER).and_then(HeaderValue::as_str),
+                        "last_error": m.headers.get(LAST_ERROR_HEADER).and_then(HeaderValue::as_str),
+                    });
+                    return writeln!(out, "{summary}").map_err(w);
+                }
                 writeln!(
                     out,
                     "{}\t{}\t{}\t{}\t{}\t{}",
@@ -148,17 +160,15 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
                 .map_err(w)
             })
             .await?;
-            writeln!(out, "{n} message(s) in {dlq}").map_err(w)?;
+            if !as_json {
+                writeln!(out, "{n} message(s) in {dlq}").map_err(w)?;
+            }
             broker.close().await?;
         }
-        Action::Peek {
-            common,
-            count,
-            json: as_json,
-        } => {
+        Action::Peek { common, count } => {
             let broker = common.target.connect().await?;
             let dlq = common.dlq_name(&broker);
-            crate::take(&broker, &dlq, count, common.timeout, true, |d| {
+            let seen = crate::take(&broker, &dlq, count, common.timeout, true, |d| {
                 let m = d.message();
                 if as_json {
                     writeln!(out, "{}", json::message(m, d.attempt(), d.redelivered(), &dlq))
@@ -180,6 +190,12 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
             })
             .await?;
             broker.close().await?;
+            if seen == 0 {
+                return Err(CliError::new(
+                    Exit::NothingReceived,
+                    format!("{dlq} holds no message (none within {:?})", common.timeout),
+                ));
+            }
         }
         Action::Replay {
             common,
@@ -187,12 +203,13 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
             rate,
         } => {
             if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-                return Err(CliError::msg(
+                return Err(CliError::usage(
                     "--rate must be a positive number of messages per second",
                 ));
             }
             let broker = common.target.connect().await?;
             let dlq = common.dlq_name(&broker);
+            crate::require_queue(&broker, &dlq).await?;
             let publisher = broker.publisher().await?;
             let mut consumer = broker.consumer_with_prefetch(&dlq, 1).await?;
             let limit = count.unwrap_or(u64::MAX);
@@ -224,12 +241,22 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
             }
             progress.finish_and_clear();
             consumer.close().await?;
-            writeln!(out, "replayed {moved} message(s) from {dlq}").map_err(w)?;
+            if as_json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"replayed": moved, "dead_letter_queue": dlq})
+                )
+            } else {
+                writeln!(out, "replayed {moved} message(s) from {dlq}")
+            }
+            .map_err(w)?;
             broker.close().await?;
         }
         Action::Purge { common, yes } => {
             let broker = common.target.connect().await?;
             let dlq = common.dlq_name(&broker);
+            crate::require_queue(&broker, &dlq).await?;
             if !yes {
                 let depth = broker
                     .queue_depth(&dlq)
@@ -237,7 +264,7 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
                     .map(|n| n.to_string())
                     .unwrap_or_else(|_| "all".to_string());
                 if !std::io::stdin().is_terminal() {
-                    return Err(CliError::msg(format!(
+                    return Err(CliError::usage(format!(
                         "refusing to purge {depth} message(s) from {dlq} without confirmation: pass --yes"
                     )));
                 }
@@ -260,7 +287,16 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
             }
             progress.finish_and_clear();
             consumer.close().await?;
-            writeln!(out, "purged {purged} message(s) from {dlq}").map_err(w)?;
+            if as_json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"purged": purged, "dead_letter_queue": dlq})
+                )
+            } else {
+                writeln!(out, "purged {purged} message(s) from {dlq}")
+            }
+            .map_err(w)?;
             broker.close().await?;
         }
     }

@@ -5,9 +5,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bench;
+mod completions;
 mod conformance;
 mod demo;
 mod dlq;
+mod exit;
 mod json;
 mod recv;
 mod send;
@@ -20,11 +22,15 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use coolmq::{Broker, Config, Error};
+pub use exit::Exit;
 
 /// Reliable, broker-agnostic messaging: check, use and repair your broker with coolmq.
 #[derive(Debug, Parser)]
-#[command(name = "coolmq", version, about, long_about = None)]
+#[command(name = "coolmq", version, about, long_about = None, after_help = exit::HELP)]
 pub struct Cli {
+    /// Print results as JSON (one object per line) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,22 +85,48 @@ enum Command {
     Bench(bench::Opts),
     /// Inspect and repair a queue's dead-letter queue (DLQ.<queue>).
     Dlq(dlq::Opts),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(completions::Opts),
 }
 
-/// A command's failure: printed as `error: …`, exit code 1.
+/// A command's failure: printed as `error: …`, with the exit code that says what kind.
 #[derive(Debug)]
-pub struct CliError(pub String);
+pub struct CliError {
+    /// What to print (credentials are redacted before printing).
+    pub message: String,
+    /// Why: decides the exit code.
+    pub exit: Exit,
+}
 
 impl<E: Into<Error>> From<E> for CliError {
     fn from(e: E) -> Self {
-        // coolmq's errors redact credentials themselves.
-        CliError(e.into().to_string())
+        let e = e.into();
+        // coolmq's errors redact credentials themselves; `{:#}` adds the causes.
+        CliError {
+            message: format!("{e:#}"),
+            exit: Exit::of(&e),
+        }
     }
 }
 
 impl CliError {
     fn msg(m: impl Into<String>) -> Self {
-        CliError(m.into())
+        CliError::new(Exit::Failure, m)
+    }
+
+    fn new(exit: Exit, m: impl Into<String>) -> Self {
+        CliError {
+            message: m.into(),
+            exit,
+        }
+    }
+
+    fn usage(m: impl Into<String>) -> Self {
+        CliError::new(Exit::Usage, m)
+    }
+
+    fn io(e: std::io::Error) -> Self {
+        CliError::msg(e.to_string())
     }
 }
 
@@ -103,13 +135,15 @@ impl CliError {
 /// # Errors
 /// The command's failure, credentials redacted.
 pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    let json = cli.json;
     match cli.command {
         Command::Demo => demo::run(out).await,
-        Command::Conformance(o) => conformance::run(o, out).await,
-        Command::Send(o) => send::run(o, out).await,
-        Command::Recv(o) => recv::run(o, out).await,
-        Command::Bench(o) => bench::run(o, out).await,
-        Command::Dlq(o) => dlq::run(o, out).await,
+        Command::Conformance(o) => conformance::run(o, json, out).await,
+        Command::Send(o) => send::run(o, json, out).await,
+        Command::Recv(o) => recv::run(o, json, out).await,
+        Command::Bench(o) => bench::run(o, json, out).await,
+        Command::Dlq(o) => dlq::run(o, json, out).await,
+        Command::Completions(o) => completions::run(o, out),
     }
 }
 
@@ -122,7 +156,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = Cli::try_parse_from(args).map_err(|e| CliError(e.to_string()))?;
+    let cli = Cli::try_parse_from(args).map_err(|e| CliError::usage(e.to_string()))?;
     run(cli, out).await
 }
 
@@ -131,6 +165,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colours_on_stderr())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("COOLMQ_LOG")
                 // coolmq's own error says what failed; the client libraries' logs would repeat it.
@@ -141,18 +176,25 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Failure.into();
         }
     };
     let mut stdout = std::io::stdout();
     match runtime.block_on(run(cli, &mut stdout)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(CliError(msg)) => {
+        Err(e) => {
             let _ = stdout.flush();
-            eprintln!("error: {}", redact_urls(&msg));
-            ExitCode::FAILURE
+            eprintln!("error: {}", redact_urls(&e.message));
+            e.exit.into()
         }
     }
+}
+
+/// Colours only for a person: stderr is a terminal and `NO_COLOR` (no-color.org) is unset
+/// or empty.
+fn colours_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
 /// Replace any `scheme://user:password@` in `text` by `scheme://user:***@` — the last guard
@@ -189,6 +231,7 @@ async fn take(
     keep: bool,
     mut each: impl FnMut(&coolmq::Delivery) -> Result<(), CliError>,
 ) -> Result<u64, CliError> {
+    require_queue(broker, queue).await?;
     let prefetch = limit.clamp(1, 1000) as u16;
     let mut consumer = broker.consumer_with_prefetch(queue, prefetch).await?;
     let mut held = Vec::new();
@@ -212,6 +255,19 @@ async fn take(
     }
     consumer.close().await?;
     Ok(got)
+}
+
+/// Fail unless `queue` exists, without declaring it (a passive check): the command line
+/// works with topology other applications made, whatever arguments they gave it.
+async fn require_queue(broker: &Broker, queue: &str) -> Result<(), CliError> {
+    match broker.queue_depth(queue).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == coolmq::ErrorKind::NotFound => Err(CliError::new(
+            Exit::Refused,
+            format!("queue {queue:?} does not exist on {} (coolmq never declares a queue it did not create; declare it, or pass --declare to `send`)", broker.endpoint()),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Parse `k=v` header arguments.

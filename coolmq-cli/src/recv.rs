@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::{json, CliError, Target};
+use crate::{json, CliError, Exit, Target};
 
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -17,10 +17,6 @@ pub struct Opts {
     /// Stop after this many messages.
     #[arg(long, short = 'n', default_value_t = 1)]
     count: u64,
-    /// Print one JSON object per message and line (id, headers, properties, body as UTF-8
-    /// or base64, attempt, redelivered).
-    #[arg(long)]
-    json: bool,
     /// Leave the messages in the queue (they are requeued and will be redelivered).
     #[arg(long)]
     no_ack: bool,
@@ -29,11 +25,13 @@ pub struct Opts {
     timeout: Duration,
 }
 
-pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+/// With `--json`: one object per message and line (id, headers, properties, body as UTF-8
+/// or base64, attempt, redelivered).
+pub async fn run(o: Opts, as_json: bool, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let broker = o.target.connect().await?;
     let got = crate::take(&broker, &o.queue, o.count, o.timeout, o.no_ack, |d| {
         let m = d.message();
-        let line = if o.json {
+        let line = if as_json {
             json::message(m, d.attempt(), d.redelivered(), d.queue()).to_string()
         } else {
             format!(
@@ -43,15 +41,15 @@ pub async fn run(o: Opts, out: &mut (dyn Write + Send)) -> Result<(), CliError> 
                 String::from_utf8_lossy(&m.body)
             )
         };
-        writeln!(out, "{line}").map_err(|e| CliError::msg(e.to_string()))
+        writeln!(out, "{line}").map_err(CliError::io)
     })
     .await?;
     broker.close().await?;
     if got == 0 {
-        return Err(CliError::msg(format!(
-            "no message arrived on {} within {:?}",
-            o.queue, o.timeout
-        )));
+        return Err(CliError::new(
+            Exit::NothingReceived,
+            format!("no message arrived on {} within {:?}", o.queue, o.timeout),
+        ));
     }
     Ok(())
 }

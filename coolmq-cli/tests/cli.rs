@@ -32,7 +32,7 @@ async fn cli(args: &[&str]) -> Result<String, String> {
     let text = String::from_utf8_lossy(&out).into_owned();
     match r {
         Ok(()) => Ok(text),
-        Err(e) => Err(format!("{}\n(output: {text})", e.0)),
+        Err(e) => Err(format!("{}\n(output: {text})", e.message)),
     }
 }
 
@@ -48,16 +48,31 @@ const BIN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Run the real binary; (exit success, stdout, stderr). Killed and failed past
 /// [`BIN_TIMEOUT`], with what it printed, so a hung command fails the test instead of the run.
 fn bin(args: &[&str]) -> Result<(bool, String, String), Failed> {
-    use std::io::Read;
+    let (code, out, err) = bin_with(args, None)?;
+    Ok((code == Some(0), out, err))
+}
+
+/// Run the real binary with `input` on its standard input (none: /dev/null); (exit code,
+/// stdout, stderr).
+fn bin_with(args: &[&str], input: Option<&[u8]>) -> Result<(Option<i32>, String, String), Failed> {
+    use std::io::{Read, Write};
     let mut child = Command::new(env!("CARGO_BIN_EXE_coolmq"))
         .args(args)
         .env_remove("COOLMQ_URL")
         .env_remove("COOLMQ_CONFIG")
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| fail(format!("cannot run coolmq: {e}")))?;
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(input)?;
+    }
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = Vec::new();
@@ -84,7 +99,7 @@ fn bin(args: &[&str]) -> Result<(bool, String, String), Failed> {
         stderr.join().unwrap_or_default(),
     );
     match status {
-        Some(status) => Ok((status.success(), out, err)),
+        Some(status) => Ok((status.code(), out, err)),
         None => Err(fail(format!(
             "coolmq {} did not finish within {BIN_TIMEOUT:?} (killed)\nstdout:\n{out}\nstderr:\n{err}",
             args.join(" ")
@@ -140,6 +155,7 @@ async fn memory_send_recv_json() -> TestResult {
         &url,
         "-q",
         &q,
+        "--declare",
         "-n",
         "2",
         "--body",
@@ -481,6 +497,7 @@ async fn broker_send_recv(var: &'static str) -> TestResult {
         &url,
         "-q",
         &q,
+        "--declare",
         "-n",
         "3",
         "--body",
@@ -571,6 +588,344 @@ async fn broker_replay_killed_halfway(var: &'static str) -> TestResult {
     r
 }
 
+/// The exit code the in-process run reports for `args`.
+async fn exit_of(args: &[&str]) -> Result<coolmq_cli::Exit, Failed> {
+    let mut out = Vec::new();
+    let argv = std::iter::once("coolmq").chain(args.iter().copied());
+    match coolmq_cli::run_args(argv, &mut out).await {
+        Ok(()) => Err(fail(format!("coolmq {} succeeded", args.join(" ")))),
+        Err(e) => Ok(e.exit),
+    }
+}
+
+/// Every exit code, each from a real failure: in-process for all, and through the binary's
+/// process exit status for those one process can show.
+async fn memory_exit_codes() -> TestResult {
+    use coolmq_cli::Exit;
+    let url = format!("memory://{}", uuid::Uuid::new_v4().simple());
+    let empty = unique("empty");
+    cli_ok(&[
+        "send",
+        "--url",
+        &url,
+        "-q",
+        &empty,
+        "--declare",
+        "--body",
+        "x",
+    ])
+    .await?;
+    cli_ok(&["recv", "--url", &url, "-q", &empty]).await?;
+    let cases: Vec<(Vec<&str>, Exit)> = vec![
+        (vec!["send", "--no-such-flag"], Exit::Usage),
+        (vec!["send", "--url", "nosuch://h", "-q", "x"], Exit::Usage),
+        (
+            vec!["recv", "--url", "amqp://127.0.0.1:1", "-q", "x"],
+            Exit::Connection,
+        ),
+        (
+            vec!["recv", "--url", &url, "-q", "no-such-queue"],
+            Exit::Refused,
+        ),
+        (
+            vec!["send", "--url", &url, "-q", "no-such-queue", "--body", "x"],
+            Exit::Refused,
+        ),
+        (
+            vec!["conformance", "--url", &url, "--filter", "no-such-case"],
+            Exit::Usage,
+        ),
+        (
+            vec!["recv", "--url", &url, "-q", &empty, "--timeout", "100ms"],
+            Exit::NothingReceived,
+        ),
+    ];
+    for (args, want) in &cases {
+        let got = exit_of(args).await?;
+        if got != *want {
+            return Err(fail(format!(
+                "coolmq {}: {got:?}, want {want:?}",
+                args.join(" ")
+            )));
+        }
+    }
+    // The process's own exit status, for codes that need no shared broker (5 and 6 on
+    // RabbitMQ: `rabbit::conformance_failure_exits_5`, `rabbit::pipeline_into_a_foreign_queue`).
+    for (args, want) in [(&cases[0].0, 2), (&cases[2].0, 3), (&cases[3].0, 4)] {
+        let (code, _, err) = bin_with(args, None)?;
+        if code != Some(want) {
+            return Err(fail(format!(
+                "coolmq {}: exit {code:?}, want {want}: {err}",
+                args.join(" ")
+            )));
+        }
+        if args[0] == "recv" && args[4] == "no-such-queue" && !err.contains("does not exist") {
+            return Err(fail(format!("a missing queue is named: {err}")));
+        }
+        if err.contains('\u{1b}') {
+            return Err(fail(format!("colours on a redirected stderr: {err:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// `--json` on every command that prints data: one JSON object per line, nothing else.
+async fn memory_json_everywhere() -> TestResult {
+    let url = format!("memory://{}", uuid::Uuid::new_v4().simple());
+    let q = unique("json");
+    let sent = json_lines(
+        &cli_ok(&[
+            "send",
+            "--url",
+            &url,
+            "-q",
+            &q,
+            "--declare",
+            "-n",
+            "2",
+            "--id-prefix",
+            "j",
+            "--body",
+            "{}",
+            "--content-type",
+            "application/json",
+            "--json",
+        ])
+        .await?,
+    )?;
+    let ok = sent.len() == 2
+        && sent[0]["id"] == "j-0"
+        && sent[0]["destination"] == q.as_str()
+        && sent[0]["confirmed"] == true;
+    if !ok {
+        return Err(fail(format!("send --json: {sent:?}")));
+    }
+    let got = json_lines(&cli_ok(&["recv", "--url", &url, "-q", &q, "-n", "2", "--json"]).await?)?;
+    if got.len() != 2 || got[0]["properties"]["content_type"] != "application/json" {
+        return Err(fail(format!("recv --json: {got:?}")));
+    }
+    let broker = coolmq::connect_url(&url).await?;
+    fill_dlq(&broker, &q, "d", 2).await?;
+    let list = json_lines(&cli_ok(&["dlq", "list", "--url", &url, "-q", &q, "--json"]).await?)?;
+    if list.len() != 2 || list[0]["origin"] != q.as_str() || list[0]["attempts"] != 7 {
+        return Err(fail(format!("dlq list --json: {list:?}")));
+    }
+    let peek = json_lines(&cli_ok(&["dlq", "peek", "--url", &url, "-q", &q, "--json"]).await?)?;
+    if peek.len() != 1 || peek[0]["id"] != "d-0" {
+        return Err(fail(format!("dlq peek --json: {peek:?}")));
+    }
+    let replay = json_lines(
+        &cli_ok(&[
+            "dlq", "replay", "--url", &url, "-q", &q, "-n", "1", "--json",
+        ])
+        .await?,
+    )?;
+    let purge =
+        json_lines(&cli_ok(&["dlq", "purge", "--url", &url, "-q", &q, "--yes", "--json"]).await?)?;
+    if replay.len() != 1
+        || replay[0]["replayed"] != 1
+        || purge.len() != 1
+        || purge[0]["purged"] != 1
+    {
+        return Err(fail(format!(
+            "dlq replay / purge --json: {replay:?} {purge:?}"
+        )));
+    }
+    let bench = json_lines(
+        &cli_ok(&[
+            "bench", "--url", &url, "-n", "200", "--size", "16", "--json",
+        ])
+        .await?,
+    )?;
+    if bench.len() != 1 || bench[0]["confirmed"] != 200 || bench[0]["acked"] != 200 {
+        return Err(fail(format!("bench --json: {bench:?}")));
+    }
+    let suite = json_lines(
+        &cli_ok(&[
+            "conformance",
+            "--url",
+            "memory://",
+            "--filter",
+            "send::",
+            "--json",
+        ])
+        .await?,
+    )?;
+    let totals = suite.last().cloned().unwrap_or_default();
+    let rows = &suite[..suite.len().saturating_sub(1)];
+    if rows.is_empty()
+        || rows
+            .iter()
+            .any(|r| r["result"] != "pass" && r["result"] != "unsupported")
+        || totals["failed"] != 0
+        || totals["passed"].as_u64()
+            != Some(rows.iter().filter(|r| r["result"] == "pass").count() as u64)
+    {
+        return Err(fail(format!("conformance --json: {suite:?}")));
+    }
+    let bash = cli_ok(&["completions", "bash"]).await?;
+    if !bash.contains("_coolmq()") || !bash.contains("--json") {
+        return Err(fail(
+            "the bash completion script names neither coolmq nor its options",
+        ));
+    }
+    Ok(())
+}
+
+/// A broker set up to lose messages fails the suite, with exit code 5: a RabbitMQ vhost whose
+/// policy keeps one message per queue and drops the oldest (`max-length` 1), which a
+/// confirmed send cannot notice but the suite's consumers do.
+async fn rabbit_conformance_failure_exits_5(var: &'static str) -> TestResult {
+    let url = url_of(var)?;
+    let vhost = format!("coolmq-lossy-{}", uuid::Uuid::new_v4().simple());
+    let ctl = |args: &[&str]| -> TestResult {
+        let out = Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .map_err(|e| fail(format!("rabbitmqctl: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(fail(format!(
+                "rabbitmqctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    };
+    let mut u = url::Url::parse(&url).map_err(|e| fail(e.to_string()))?;
+    let user = u.username().to_string();
+    ctl(&["add_vhost", &vhost])?;
+    let run = async {
+        ctl(&["set_permissions", "-p", &vhost, &user, ".*", ".*", ".*"])?;
+        ctl(&[
+            "set_policy",
+            "-p",
+            &vhost,
+            "lossy",
+            "^coolmq\\.",
+            r#"{"max-length":1}"#,
+            "--apply-to",
+            "queues",
+        ])?;
+        u.set_path(&format!("/{vhost}"));
+        let (code, out, err) = bin_with(
+            &[
+                "conformance",
+                "--url",
+                u.as_str(),
+                "--filter",
+                "consume::prefetch_bounds",
+                "--json",
+            ],
+            None,
+        )?;
+        let rows = json_lines(&out)?;
+        let failed = rows.iter().filter(|r| r["result"] == "fail").count();
+        if code != Some(5) || failed == 0 {
+            return Err(fail(format!(
+                "on a lossy vhost: exit {code:?}, {failed} failed\n{out}\n{err}"
+            )));
+        }
+        Ok(())
+    }
+    .await;
+    ctl(&["delete_vhost", &vhost])?;
+    run
+}
+
+/// Through the binary on a real broker: messages from standard input, one per line, to a
+/// queue another client declared with other arguments (never declared again: a declare with
+/// coolmq's dead-letter arguments would fail with PRECONDITION_FAILED), topic sends, the
+/// options, and exit 6 once the queue is empty.
+async fn rabbit_pipeline_into_a_foreign_queue(var: &'static str) -> TestResult {
+    let url = url_of(var)?;
+    let q = unique("foreign");
+    let declared = Command::new("amqp-declare-queue")
+        .args(["--url", &url, "-q", &q, "-d"])
+        .output()
+        .map_err(|e| {
+            fail(format!(
+                "amqp-declare-queue (amqp-tools, scripts/brokers installs it): {e}"
+            ))
+        })?;
+    if !declared.status.success() {
+        return Err(fail(format!("amqp-declare-queue: {declared:?}")));
+    }
+    let input = b"{\"n\":1}\n{\"n\":2}\r\n\n{\"n\":3}\n";
+    let (code, out, err) = bin_with(
+        &[
+            "send",
+            "--url",
+            &url,
+            "-q",
+            &q,
+            "--file",
+            "-",
+            "--lines",
+            "--content-type",
+            "application/json",
+            "--ttl",
+            "10m",
+            "-H",
+            "source=pipeline",
+            "--json",
+        ],
+        Some(input),
+    )?;
+    let sent = json_lines(&out)?;
+    if code != Some(0) || sent.len() != 3 {
+        return Err(fail(format!(
+            "send from stdin: exit {code:?}\n{out}\n{err}"
+        )));
+    }
+    let (code, out, err) = bin(&["recv", "--url", &url, "-q", &q, "-n", "3", "--json"])
+        .map(|(ok, o, e)| (ok, o, e))?;
+    let got = json_lines(&out)?;
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or("").to_string())
+        .collect();
+    let first = got.first().cloned().unwrap_or_default();
+    let ok = code
+        && bodies == ["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]
+        && first["properties"]["content_type"] == "application/json"
+        && first["headers"]["source"] == "pipeline"
+        && first["properties"]["ttl_ms"] == 600_000;
+    if !ok {
+        return Err(fail(format!("recv: {out}\n{err}")));
+    }
+    let (code, _, err) = bin_with(
+        &["recv", "--url", &url, "-q", &q, "--timeout", "300ms"],
+        None,
+    )?;
+    if code != Some(6) {
+        return Err(fail(format!(
+            "recv on the emptied queue: exit {code:?}: {err}"
+        )));
+    }
+    // A topic nobody subscribes to: refused as unroutable (4), never silently dropped.
+    let (code, _, err) = bin_with(
+        &[
+            "send",
+            "--url",
+            &url,
+            "--topic",
+            &format!("{q}.nobody"),
+            "--body",
+            "x",
+        ],
+        None,
+    )?;
+    let broker = coolmq::connect_url(&url).await?;
+    broker.delete_queue(&q).await.ok();
+    if code != Some(4) || !err.contains("unroutable") {
+        return Err(fail(format!(
+            "send to a topic without subscriber: exit {code:?}: {err}"
+        )));
+    }
+    Ok(())
+}
+
 type CaseFn = Arc<dyn Fn() -> futures::future::BoxFuture<'static, TestResult> + Send + Sync>;
 
 fn main() -> ExitCode {
@@ -601,6 +956,14 @@ fn main() -> ExitCode {
             "memory::dlq_replay_interrupted_loses_nothing".into(),
             Arc::new(|| Box::pin(memory_replay_interrupted_loses_nothing())),
         ),
+        (
+            "memory::exit_codes".into(),
+            Arc::new(|| Box::pin(memory_exit_codes())),
+        ),
+        (
+            "memory::json_on_every_data_command".into(),
+            Arc::new(|| Box::pin(memory_json_everywhere())),
+        ),
     ];
     for (name, var) in [
         ("rabbit", "COOLMQ_TEST_RABBIT_URL"),
@@ -623,6 +986,14 @@ fn main() -> ExitCode {
             cases.push((
                 format!("{name}::bench_reports"),
                 Arc::new(move || Box::pin(broker_bench(var))),
+            ));
+            cases.push((
+                format!("{name}::conformance_failure_exits_5"),
+                Arc::new(move || Box::pin(rabbit_conformance_failure_exits_5(var))),
+            ));
+            cases.push((
+                format!("{name}::pipeline_into_a_foreign_queue"),
+                Arc::new(move || Box::pin(rabbit_pipeline_into_a_foreign_queue(var))),
             ));
             cases.push((
                 format!("{name}::dlq_replay_killed_halfway"),

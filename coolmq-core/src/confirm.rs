@@ -65,6 +65,7 @@ pub(crate) struct Observed {
     pub span: tracing::Span,
     metrics: Arc<Handles>,
     in_flight: bool,
+    started: std::time::Instant,
 }
 
 impl Observed {
@@ -75,6 +76,7 @@ impl Observed {
             span,
             metrics: metrics.clone(),
             in_flight: true,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -103,7 +105,12 @@ impl Observed {
             },
         };
         metric.increment(1);
-        self.span.record("outcome", outcome);
+        m.confirm_duration
+            .record(self.started.elapsed().as_secs_f64());
+        self.span.record("coolmq.outcome", outcome);
+        if let Some(e) = error {
+            self.span.record("error.type", e.kind().as_str());
+        }
         match error {
             None => tracing::debug!(parent: &self.span, "coolmq.confirm"),
             Some(e) => {

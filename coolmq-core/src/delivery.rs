@@ -40,7 +40,7 @@ pub(crate) struct DeliveryContext {
     pub capabilities: Capabilities,
     /// The backend's name.
     pub backend: &'static str,
-    metrics: crate::observe::Handles,
+    pub(crate) metrics: crate::observe::Handles,
 }
 
 impl DeliveryContext {
@@ -55,7 +55,7 @@ impl DeliveryContext {
             dead_letter_queue: options.dead_letter_queue.clone(),
             capabilities: info.capabilities,
             backend: info.name,
-            metrics: crate::observe::Handles::new(info.name),
+            metrics: crate::observe::Handles::for_queue(info.name, queue),
         }
     }
 }
@@ -190,19 +190,29 @@ impl Delivery {
         r
     }
 
-    /// The span of a settlement: which message, from where, how. (No trace id field: per
-    /// delivery it measurably slowed RabbitMQ consumers even with tracing off — see
-    /// docs/BENCHMARKS.md; the message id links it to the publish and handle spans.)
+    /// The span of a settlement: which message, from where, how.
     fn settle_span(&self, how: &'static str) -> tracing::Span {
-        let span = tracing::debug_span!(
-            "coolmq.settle",
-            backend = self.context.backend,
-            queue = %self.context.queue,
-            message_id = %self.message.id,
-            attempt = self.attempt,
+        crate::semconv::settle_span(
+            self.context.backend,
+            &self.context.queue,
+            &self.message.id,
             how,
-        );
-        span
+        )
+    }
+
+    /// Record this delivery as handed to the application: its receive span and its age.
+    pub(crate) fn observe_received(&self) {
+        crate::semconv::received(self.context.backend, self);
+        if let Some(sent) = self.message.timestamp {
+            if let Ok(age) = std::time::SystemTime::now().duration_since(sent) {
+                self.context.metrics.message_age.record(age.as_secs_f64());
+            }
+        }
+    }
+
+    /// The backend's name and the metric handles of this delivery's queue (for the worker).
+    pub(crate) fn observed_as(&self) -> (&'static str, &crate::observe::Handles) {
+        (self.context.backend, &self.context.metrics)
     }
 
     /// The trace this message belongs to (its `traceparent` header), to continue it: a

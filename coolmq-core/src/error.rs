@@ -59,6 +59,9 @@ pub enum ErrorKind {
     Closed,
     /// The outbox or inbox database failed (connection, constraint, query); see `source()`.
     Database,
+    /// A body could not be encoded or decoded by the message's codec (not the expected JSON,
+    /// a value the format cannot hold). Permanent: the same bytes fail the same way.
+    Codec,
     /// Anything the backend could not classify; see `source()`.
     Unexpected,
 }
@@ -100,6 +103,7 @@ impl ErrorKind {
             ErrorKind::StaleDelivery => "stale-delivery",
             ErrorKind::Closed => "closed",
             ErrorKind::Database => "database",
+            ErrorKind::Codec => "codec",
             ErrorKind::Unexpected => "unexpected",
         }
     }
@@ -119,6 +123,13 @@ impl fmt::Display for ErrorKind {
 /// assert!(e.is_temporary());
 /// assert_eq!(e.kind(), ErrorKind::Unreachable);
 /// assert!(e.to_string().contains("url: amqp://h"));
+///
+/// // The driver's error is the source, printed once by whoever walks the chain.
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// let e = Error::new(ErrorKind::Unreachable, "cannot connect").with_source(io);
+/// assert!(!e.to_string().contains("refused"));
+/// assert!(format!("{e:#}").ends_with("cannot connect: refused"));
+/// assert_eq!(std::error::Error::source(&e).unwrap().to_string(), "refused");
 /// ```
 #[derive(thiserror::Error)]
 pub struct Error {
@@ -200,6 +211,9 @@ impl Error {
     }
 }
 
+/// `{}` prints the kind, whether it is temporary, the message and the context; the driver's
+/// error is `source()` and not repeated, so error reporters that walk the chain print each
+/// cause once. `{:#}` appends the chain of sources for a one-line log.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -216,8 +230,12 @@ impl fmt::Display for Error {
         for (k, v) in &self.context {
             write!(f, ", {k}: {v}")?;
         }
-        if let Some(source) = &self.source {
-            write!(f, ", source: {source}")?;
+        if f.alternate() {
+            let mut next = std::error::Error::source(self);
+            while let Some(cause) = next {
+                write!(f, ": {cause}")?;
+                next = cause.source();
+            }
         }
         Ok(())
     }
@@ -225,7 +243,17 @@ impl fmt::Display for Error {
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind)
+            .field("temporary", &self.temporary)
+            .field("message", &self.message);
+        if !self.context.is_empty() {
+            d.field("context", &self.context);
+        }
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
     }
 }
 

@@ -18,6 +18,7 @@ mod address;
 mod addresses;
 mod broker;
 mod capability;
+mod codec;
 mod config;
 mod confirm;
 mod consumer;
@@ -29,9 +30,12 @@ mod error;
 mod headers;
 mod message;
 pub mod observe;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod publisher;
 pub mod raw;
 mod redelivery;
+pub mod semconv;
 mod send;
 mod tls;
 #[cfg(feature = "tls")]
@@ -45,6 +49,7 @@ pub use address::{topic_matches, Destination};
 pub use addresses::AddressOrder;
 pub use broker::Broker;
 pub use capability::Capabilities;
+pub use codec::{Codec, Json, TypedPublisher};
 pub use config::{parse_url, redact_url, Config, ENV_CONFIG_FILE, ENV_PREFIX};
 pub use confirm::PendingConfirm;
 pub use consumer::{Consumer, ConsumerOptions, DEFAULT_PREFETCH};

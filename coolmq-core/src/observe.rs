@@ -1,8 +1,18 @@
 //! Metrics through the `metrics` facade: install any recorder (Prometheus exporter, StatsD…)
-//! and coolmq's counters appear; without one they cost next to nothing. Every metric carries
-//! a `backend` label (`memory`, `rabbit`, `activemq`).
+//! and coolmq's counters and histograms appear; without one they cost next to nothing. Every
+//! metric carries a `backend` label (`memory`, `rabbit`, `activemq`) and the queue or
+//! destination it concerns: sends a `destination` label, deliveries a `queue` label.
+//! Durations are in seconds.
 
-use metrics::{counter, gauge, Counter, Gauge};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+/// The label of send metrics: the queue or topic sent to.
+pub const DESTINATION_LABEL: &str = "destination";
+/// The label of delivery metrics: the queue consumed.
+pub const QUEUE_LABEL: &str = "queue";
 
 /// Sends started.
 pub const PUBLISHED: &str = "coolmq_published_total";
@@ -22,10 +32,16 @@ pub const ACKED: &str = "coolmq_acked_total";
 pub const REDELIVERED: &str = "coolmq_redelivered_total";
 /// Deliveries moved to their dead-letter queue.
 pub const DEAD_LETTERED: &str = "coolmq_dead_lettered_total";
+/// Histogram: from a send's start to the broker's confirm (or its failure), in seconds.
+pub const CONFIRM_DURATION: &str = "coolmq_confirm_duration_seconds";
+/// Histogram: how long a worker's handler ran, in seconds (successes and failures).
+pub const PROCESS_DURATION: &str = "coolmq_process_duration_seconds";
+/// Histogram: a delivered message's age (from its timestamp to its delivery), in seconds.
+pub const MESSAGE_AGE: &str = "coolmq_message_age_seconds";
 
 /// Describe coolmq's metrics to the installed recorder (units and help texts).
 pub fn describe() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(PUBLISHED, "Sends started");
     describe_counter!(CONFIRMED, "Sends the broker confirmed");
     describe_counter!(NACKED, "Sends the broker refused (nack, reject, release)");
@@ -38,9 +54,24 @@ pub fn describe() {
     describe_counter!(ACKED, "Deliveries acknowledged");
     describe_counter!(REDELIVERED, "Deliveries sent back for redelivery");
     describe_counter!(DEAD_LETTERED, "Deliveries moved to their dead-letter queue");
+    describe_histogram!(
+        CONFIRM_DURATION,
+        Unit::Seconds,
+        "From a send's start to the broker's confirm or the send's failure"
+    );
+    describe_histogram!(
+        PROCESS_DURATION,
+        Unit::Seconds,
+        "How long a worker's handler ran"
+    );
+    describe_histogram!(
+        MESSAGE_AGE,
+        Unit::Seconds,
+        "A delivered message's age, from its timestamp"
+    );
 }
 
-/// One backend's metric handles, registered once when a publisher or consumer is made (the
+/// The metric handles of one backend and one queue or destination, registered once (the
 /// `metrics` way: no key building or lookup per message). Install the recorder before
 /// connecting.
 #[derive(Clone)]
@@ -51,24 +82,76 @@ pub(crate) struct Handles {
     pub returned: Counter,
     pub send_failed: Counter,
     pub in_flight: Gauge,
+    pub confirm_duration: Histogram,
     pub acked: Counter,
     pub redelivered: Counter,
     pub dead_lettered: Counter,
+    pub process_duration: Histogram,
+    pub message_age: Histogram,
 }
 
 impl Handles {
-    pub fn new(backend: &'static str) -> Self {
+    /// The handles of sends to `destination`.
+    pub fn for_destination(backend: &'static str, destination: &str) -> Self {
+        Self::new(backend, DESTINATION_LABEL, destination)
+    }
+
+    /// The handles of deliveries from `queue`.
+    pub fn for_queue(backend: &'static str, queue: &str) -> Self {
+        Self::new(backend, QUEUE_LABEL, queue)
+    }
+
+    fn new(backend: &'static str, label: &'static str, value: &str) -> Self {
+        let labels = [("backend", backend.to_string()), (label, value.to_string())];
         Handles {
-            published: counter!(PUBLISHED, "backend" => backend),
-            confirmed: counter!(CONFIRMED, "backend" => backend),
-            nacked: counter!(NACKED, "backend" => backend),
-            returned: counter!(RETURNED, "backend" => backend),
-            send_failed: counter!(SEND_FAILED, "backend" => backend),
-            in_flight: gauge!(IN_FLIGHT, "backend" => backend),
-            acked: counter!(ACKED, "backend" => backend),
-            redelivered: counter!(REDELIVERED, "backend" => backend),
-            dead_lettered: counter!(DEAD_LETTERED, "backend" => backend),
+            published: counter!(PUBLISHED, &labels),
+            confirmed: counter!(CONFIRMED, &labels),
+            nacked: counter!(NACKED, &labels),
+            returned: counter!(RETURNED, &labels),
+            send_failed: counter!(SEND_FAILED, &labels),
+            in_flight: gauge!(IN_FLIGHT, &labels),
+            confirm_duration: histogram!(CONFIRM_DURATION, &labels),
+            acked: counter!(ACKED, &labels),
+            redelivered: counter!(REDELIVERED, &labels),
+            dead_lettered: counter!(DEAD_LETTERED, &labels),
+            process_duration: histogram!(PROCESS_DURATION, &labels),
+            message_age: histogram!(MESSAGE_AGE, &labels),
         }
+    }
+}
+
+/// A publisher's handles per destination, made on the first send to each.
+pub(crate) struct PublisherHandles {
+    backend: &'static str,
+    by_destination: Mutex<HashMap<String, Arc<Handles>>>,
+}
+
+impl PublisherHandles {
+    pub fn new(backend: &'static str) -> Self {
+        PublisherHandles {
+            backend,
+            by_destination: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The handles of sends to `destination`.
+    pub fn get(&self, destination: &str) -> Arc<Handles> {
+        let mut map = self
+            .by_destination
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(h) = map.get(destination) {
+            return h.clone();
+        }
+        let h = Arc::new(Handles::for_destination(self.backend, destination));
+        map.insert(destination.to_string(), h.clone());
+        h
+    }
+}
+
+impl std::fmt::Debug for PublisherHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PublisherHandles")
     }
 }
 

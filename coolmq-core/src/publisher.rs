@@ -115,7 +115,7 @@ pub struct Publisher {
     pub(crate) window: Arc<Window>,
     capabilities: Capabilities,
     backend: &'static str,
-    metrics: Arc<crate::observe::Handles>,
+    metrics: Arc<crate::observe::PublisherHandles>,
 }
 
 impl fmt::Debug for Publisher {
@@ -140,7 +140,7 @@ impl Publisher {
             window: Arc::new(Window::new(window, confirm_timeout)),
             capabilities,
             backend,
-            metrics: Arc::new(crate::observe::Handles::new(backend)),
+            metrics: Arc::new(crate::observe::PublisherHandles::new(backend)),
         }
     }
 
@@ -205,29 +205,13 @@ impl Publisher {
         message: &mut Message,
         options: &SendOptions,
     ) -> Result<Observed> {
-        let trace = crate::TraceContext::inject(message);
-        // A span no subscriber wants still runs tracing's `log` fallback when made and on
-        // every enter, exit and record (the feature is on when sqlx is built): when debug
-        // level is off the span is not made, and a disabled one becomes a span without
-        // metadata, which skips it.
-        let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
-            tracing::debug_span!(
-                "coolmq.publish",
-                backend = self.backend,
-                destination = %destination,
-                message_id = %message.id,
-                trace_id = %trace.trace_id(),
-                outcome = tracing::field::Empty,
-            )
-        } else {
-            tracing::Span::none()
-        };
-        let span = if span.is_disabled() {
-            tracing::Span::none()
-        } else {
-            span
-        };
-        let mut observed = Observed::start(span, &self.metrics);
+        let span = crate::semconv::send_span(self.backend, destination, message);
+        // With the `opentelemetry` feature the send span's context is the one that travels,
+        // so the receiving side joins the application's trace.
+        #[cfg(feature = "opentelemetry")]
+        crate::otel::inject(&span, message);
+        crate::TraceContext::inject(message);
+        let mut observed = Observed::start(span, &self.metrics.get(destination.name()));
         match check_send(
             &self.capabilities,
             self.backend,
@@ -241,6 +225,19 @@ impl Publisher {
                 Err(e)
             }
         }
+    }
+
+    /// This publisher for values of `T`, encoded as JSON ([`crate::Json`]).
+    pub fn typed<T>(&self) -> crate::TypedPublisher<T>
+    where
+        crate::Json: crate::Codec<T>,
+    {
+        crate::TypedPublisher::new(self.clone(), crate::Json)
+    }
+
+    /// This publisher for values of `T`, encoded by `codec`.
+    pub fn typed_with<T, C: crate::Codec<T>>(&self, codec: C) -> crate::TypedPublisher<T, C> {
+        crate::TypedPublisher::new(self.clone(), codec)
     }
 
     /// Begin a broker transaction (needs `transactions`).

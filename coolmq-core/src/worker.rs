@@ -19,9 +19,14 @@ use crate::{
     BoxError, Broker, Consumer, Decision, Delivery, Message, Nack, RedeliveryPolicy, Result,
 };
 
-/// Why a handler failed. Converts from any error; [`HandlerError::permanent`] skips the
-/// remaining redeliveries and dead-letters at once (Spring's
+/// Why a handler failed: transient (redeliver by the policy) or [`HandlerError::permanent`],
+/// which skips the remaining redeliveries and dead-letters at once (Spring's
 /// `AmqpRejectAndDontRequeueException`).
+///
+/// Handlers may return any error type that converts into a [`BoxError`]; anything that is not
+/// a `HandlerError` counts as transient. `HandlerError` is itself a transparent
+/// `std::error::Error` (its `Display` and `source()` are the wrapped error's), so a
+/// handler can return `Result<(), BoxError>` and use `?` on every error it meets.
 pub struct HandlerError {
     source: BoxError,
     permanent: bool,
@@ -53,23 +58,67 @@ impl HandlerError {
     pub fn is_permanent(&self) -> bool {
         self.permanent
     }
+
+    /// The wrapped error.
+    pub fn into_inner(self) -> BoxError {
+        self.source
+    }
+
+    /// What a handler's error means to the worker: a `HandlerError` as it is (also when
+    /// boxed), anything else transient.
+    pub fn from_boxed(error: impl Into<BoxError>) -> Self {
+        match error.into().downcast::<HandlerError>() {
+            Ok(handler_error) => *handler_error,
+            Err(other) => HandlerError::transient(other),
+        }
+    }
 }
 
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
-    fn from(e: E) -> Self {
+/// coolmq's own errors (a failed send inside a handler) are transient, whatever their kind:
+/// the handler's work is retried as a whole. Return [`HandlerError::permanent`] to stop.
+impl From<crate::Error> for HandlerError {
+    fn from(e: crate::Error) -> Self {
         HandlerError::transient(e)
+    }
+}
+
+/// A send inside a handler that failed: transient, like [`crate::Error`].
+impl From<crate::SendError> for HandlerError {
+    fn from(e: crate::SendError) -> Self {
+        HandlerError::transient(e)
+    }
+}
+
+impl From<String> for HandlerError {
+    fn from(text: String) -> Self {
+        HandlerError::transient(text)
+    }
+}
+
+impl From<&str> for HandlerError {
+    fn from(text: &str) -> Self {
+        HandlerError::transient(text)
     }
 }
 
 impl fmt::Debug for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
+        f.debug_struct("HandlerError")
+            .field("permanent", &self.permanent)
+            .field("source", &self.source)
+            .finish()
     }
 }
 
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.source)
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl std::error::Error for HandlerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
     }
 }
 
@@ -199,12 +248,58 @@ impl WorkerBuilder {
         self
     }
 
-    /// Start consuming with `handler`.
-    pub async fn start<F, Fut>(self, handler: F) -> Result<Worker>
+    /// Start consuming with `handler`, which gets each message with its redelivery state.
+    /// An `Err` is a failure handled by the policy ([`HandlerError`] says whether it is
+    /// permanent); a panic counts as a transient failure.
+    pub async fn start<F, Fut, E>(self, handler: F) -> Result<Worker>
     where
         F: Fn(Incoming) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
     {
+        self.start_boxed(Box::new(move |i| {
+            let fut = handler(i);
+            Box::pin(async move { fut.await.map_err(HandlerError::from_boxed) })
+        }))
+        .await
+    }
+
+    /// Start consuming values of `T` decoded by `codec`: `handler` gets the value and the
+    /// delivery's [`Incoming`]. A body the codec cannot decode is a permanent failure: the
+    /// message goes to the dead-letter queue at once, with the codec's error as the reason,
+    /// and the handler never sees it.
+    pub async fn start_typed<T, C, F, Fut, E>(self, codec: C, handler: F) -> Result<Worker>
+    where
+        T: Send + 'static,
+        C: crate::Codec<T>,
+        F: Fn(T, Incoming) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.start_boxed(Box::new(move |incoming| {
+            match incoming.message.decode(&codec) {
+                Ok(value) => {
+                    let fut = handler(value, incoming);
+                    Box::pin(async move { fut.await.map_err(HandlerError::from_boxed) })
+                }
+                Err(e) => Box::pin(std::future::ready(Err(HandlerError::permanent(e)))),
+            }
+        }))
+        .await
+    }
+
+    /// [`WorkerBuilder::start_typed`] with the JSON codec.
+    pub async fn start_json<T, F, Fut, E>(self, handler: F) -> Result<Worker>
+    where
+        T: serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
+        F: Fn(T, Incoming) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.start_typed(crate::Json, handler).await
+    }
+
+    async fn start_boxed(self, handler: BoxHandler) -> Result<Worker> {
         let policy = self
             .policy
             .unwrap_or_else(|| self.broker.config().redelivery.policy_for(&self.queue));
@@ -222,7 +317,7 @@ impl WorkerBuilder {
         let (stop_tx, stop_rx) = watch::channel(None);
         let stats = Arc::new(WorkerStats::default());
         let shared = Arc::new(Shared {
-            handler: Box::new(move |i| Box::pin(handler(i))),
+            handler,
             policy,
             observer: self.observer,
             stats: stats.clone(),
@@ -397,16 +492,27 @@ async fn process(shared: &Shared, delivery: Delivery) {
         .trace_context()
         .map(|t| t.child())
         .unwrap_or_else(crate::TraceContext::new_root);
-    let span = tracing::debug_span!(
-        "coolmq.handle",
-        queue = %incoming.queue,
-        message_id = %incoming.message.id,
-        trace_id = %trace.trace_id(),
-        attempt = incoming.attempt
+    let (backend, metrics) = delivery.observed_as();
+    let span = crate::semconv::process_span(
+        backend,
+        &incoming.queue,
+        &incoming.message,
+        incoming.attempt,
     );
+    let started = std::time::Instant::now();
     let outcome = trace
-        .scope(AssertUnwindSafe((shared.handler)(incoming).instrument(span)).catch_unwind())
+        .scope(AssertUnwindSafe((shared.handler)(incoming).instrument(span.clone())).catch_unwind())
         .await;
+    metrics
+        .process_duration
+        .record(started.elapsed().as_secs_f64());
+    if !matches!(outcome, Ok(Ok(()))) {
+        span.record(
+            "error.type",
+            if outcome.is_err() { "panic" } else { "handler" },
+        );
+        span.record("otel.status_code", "ERROR");
+    }
     let failure = match outcome {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some((e.to_string(), e.permanent)),
@@ -476,14 +582,14 @@ async fn fail(shared: &Shared, mut delivery: Delivery, reason: String, permanent
         Decision::RetryAfter(delay) => Nack::RetryAfter(delay),
         Decision::Requeue => Nack::Requeue,
     };
-    tracing::debug_span!(
-        "coolmq.redelivery",
+    tracing::debug!(
         queue = %delivery.queue(),
         message_id = %delivery.message().id,
         attempt,
         ?how,
-    )
-    .in_scope(|| tracing::debug!(%reason, "handler failed; redelivering later"));
+        %reason,
+        "handler failed; redelivering later"
+    );
     delivery.record_failure(&reason);
     match delivery.nack(how).await {
         Ok(()) => bump(&stats.retried),

@@ -13,6 +13,7 @@ mod stall;
 mod topic;
 mod topology;
 mod transaction;
+mod typed;
 mod unreachable;
 mod worker;
 
@@ -47,6 +48,7 @@ pub(crate) fn all() -> Vec<Case> {
         stall::cases(),
         capability::cases(),
         load::cases(),
+        typed::cases(),
     ]
     .concat()
 }
