@@ -37,6 +37,7 @@
 #![doc = document_features::document_features!()]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 use coolmq_core::raw::{connect_with, Driver};
 pub use coolmq_core::*;

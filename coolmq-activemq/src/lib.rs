@@ -28,6 +28,7 @@
 //! (its topic-to-queue fan-out is static broker configuration), length limits.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 mod config;
 mod confirm_timer;

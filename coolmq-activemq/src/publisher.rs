@@ -266,9 +266,7 @@ impl Future for Transferred {
             .take()
             .expect("a confirm polled after it resolved");
         if let Some(Ok(Outcome::Accepted(_))) = outcome {
-            return Poll::Ready(Ok(Receipt {
-                message_id: message.id,
-            }));
+            return Poll::Ready(Ok(Receipt::new(message.id)));
         }
         if let Some(Err(_)) = &outcome {
             // The link ended under the transfer (detached, its connection gone).

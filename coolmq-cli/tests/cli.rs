@@ -878,8 +878,7 @@ async fn rabbit_pipeline_into_a_foreign_queue(var: &'static str) -> TestResult {
             "send from stdin: exit {code:?}\n{out}\n{err}"
         )));
     }
-    let (code, out, err) = bin(&["recv", "--url", &url, "-q", &q, "-n", "3", "--json"])
-        .map(|(ok, o, e)| (ok, o, e))?;
+    let (code, out, err) = bin(&["recv", "--url", &url, "-q", &q, "-n", "3", "--json"])?;
     let got = json_lines(&out)?;
     let bodies: Vec<String> = got
         .iter()

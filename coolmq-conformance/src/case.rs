@@ -74,6 +74,15 @@ pub struct Case {
     pub run: CaseFn,
 }
 
+impl std::fmt::Debug for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Case")
+            .field("name", &self.full_name())
+            .field("requires", &self.requires)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Case {
     /// `group::name`.
     pub fn full_name(&self) -> String {

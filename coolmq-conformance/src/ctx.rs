@@ -20,6 +20,15 @@ pub enum Faults {
     Proxied(FaultProxy),
 }
 
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Faults::Injected(_) => f.write_str("Faults::Injected"),
+            Faults::Proxied(proxy) => f.debug_tuple("Faults::Proxied").field(proxy).finish(),
+        }
+    }
+}
+
 impl Faults {
     /// Drop the connection under its consumers: their unsettled deliveries return to the
     /// queue, settling them is a local `StaleDelivery`, and they reconnect.
@@ -61,6 +70,15 @@ pub struct Ctx {
     id: String,
     queues: Arc<Mutex<Vec<String>>>,
     injector: Option<Arc<dyn Injector>>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("broker", &self.broker)
+            .field("injected_faults", &self.injector.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ctx {

@@ -41,6 +41,17 @@ pub struct Target {
     pub capability_override: Option<CapabilityOverride>,
 }
 
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field("extra_cases", &self.extra_cases)
+            .field("skips", &self.skips)
+            .field("injected_faults", &self.injector.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Target {
     /// A target.
     pub fn new(

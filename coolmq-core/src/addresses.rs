@@ -16,6 +16,7 @@ use crate::{Error, ErrorKind, Result};
 /// In which order connecting tries a broker's addresses (Spring AMQP's `AddressShuffleMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AddressOrder {
     /// The first address first, every time (Spring's `NONE`): the others are standbys.
     #[default]

@@ -82,6 +82,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// What happened when a message was dead-lettered, for the observer.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct DeadLetterEvent {
     /// The queue the message was consumed from.
     pub queue: String,
@@ -96,6 +97,25 @@ pub struct DeadLetterEvent {
 }
 
 impl DeadLetterEvent {
+    /// The event of `message` moved from `queue` to `dead_letter_queue` after `attempts`
+    /// deliveries, the last failing with `reason` (for parking places of one's own, as the
+    /// outbox relay's).
+    pub fn new(
+        queue: impl Into<String>,
+        dead_letter_queue: impl Into<String>,
+        message: Message,
+        attempts: u32,
+        reason: impl Into<String>,
+    ) -> Self {
+        DeadLetterEvent {
+            queue: queue.into(),
+            dead_letter_queue: dead_letter_queue.into(),
+            message,
+            attempts,
+            reason: reason.into(),
+        }
+    }
+
     /// The first failure time as recorded in the headers.
     pub fn first_failure(&self) -> Option<SystemTime> {
         self.header_time(FIRST_FAILURE_HEADER)

@@ -19,6 +19,7 @@ use crate::{
 
 /// How to refuse a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Nack {
     /// Put it back on its queue now (redelivered flag, attempt + 1).
     Requeue,

@@ -13,6 +13,7 @@
 #![doc = document_features::document_features!()]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 mod address;
 mod addresses;

@@ -13,9 +13,19 @@ use crate::{Capabilities, Destination, Error, ErrorKind, Message, Result, Transa
 
 /// Proof that the broker took responsibility for a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Receipt {
     /// The id of the confirmed message.
     pub message_id: String,
+}
+
+impl Receipt {
+    /// The receipt of the confirmed message `message_id` (for backends).
+    pub fn new(message_id: impl Into<String>) -> Self {
+        Receipt {
+            message_id: message_id.into(),
+        }
+    }
 }
 
 /// Per-send options.

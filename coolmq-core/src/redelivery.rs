@@ -69,6 +69,7 @@ fn scaled(d: Duration, factor: f64) -> Duration {
 
 /// What the worker does with a failed delivery ([`RedeliveryPolicy::decide`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// Redeliver it after this delay (the broker holds a copy; nothing else waits).
     RetryAfter(Duration),

@@ -124,6 +124,7 @@ impl std::error::Error for HandlerError {
 
 /// What a handler is given: the message and where it stands in its redelivery history.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Incoming {
     /// The message.
     pub message: Message,
@@ -149,6 +150,7 @@ pub struct WorkerStats {
 
 /// A snapshot of [`WorkerStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkerCounts {
     /// Deliveries taken from the queue.
     pub received: u64,
@@ -347,6 +349,7 @@ struct Shared {
 
 /// What graceful shutdown achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Handlers that finished (and settled) during shutdown.
     pub drained: usize,

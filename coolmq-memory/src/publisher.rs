@@ -54,9 +54,7 @@ impl MemoryPublisher {
         Ok(
             match self.engine.publish(destination, &message, options.delay) {
                 Ok(()) if lose_confirm => Stored::ConfirmLost(message, self.confirm_timeout),
-                Ok(()) => Stored::Answered(Ok(Receipt {
-                    message_id: message.id,
-                })),
+                Ok(()) => Stored::Answered(Ok(Receipt::new(message.id))),
                 Err(e) => Stored::Answered(Err(SendError::new(e, message))),
             },
         )

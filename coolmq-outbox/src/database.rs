@@ -13,6 +13,7 @@ use crate::row::{OutboxRow, Settle};
 /// locks (`FOR UPDATE SKIP LOCKED`) until they are settled; on SQLite it is a lease written to
 /// the rows.
 #[doc(hidden)]
+#[allow(missing_debug_implementations)] // an sqlx transaction has no Debug
 pub struct Claim<DB: sqlx::Database> {
     /// The claimed rows, in publish order.
     pub rows: Vec<OutboxRow>,
@@ -30,6 +31,7 @@ pub trait Wakeups: Send {
 
 /// Outbox and inbox counts, for operators and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OutboxCounts {
     /// Rows waiting to be published (including those waiting for a retry).
     pub pending: u64,

@@ -55,6 +55,15 @@ pub struct Inbox<DB: OutboxDatabase> {
     _db: PhantomData<fn() -> DB>,
 }
 
+impl<DB: OutboxDatabase> std::fmt::Debug for Inbox<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("consumer", &self.consumer)
+            .field("database", &std::any::type_name::<DB>())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<DB: OutboxDatabase> Clone for Inbox<DB> {
     fn clone(&self) -> Self {
         Inbox {

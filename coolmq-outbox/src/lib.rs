@@ -26,6 +26,7 @@
 // and the helpers the SQLite and PostgreSQL implementations share have no user.
 #![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(unused))]
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 mod database;
 mod error;

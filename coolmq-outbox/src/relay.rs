@@ -39,6 +39,7 @@ pub fn default_retry_policy() -> RedeliveryPolicy {
 
 /// What a relay has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RelayStats {
     /// Rows published and confirmed (then deleted).
     pub published: u64,
@@ -80,6 +81,19 @@ pub struct RelayBuilder<DB: OutboxDatabase> {
     retry: RedeliveryPolicy,
     observer: Arc<dyn DeadLetterObserver>,
     name: String,
+}
+
+impl<DB: OutboxDatabase> std::fmt::Debug for RelayBuilder<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayBuilder")
+            .field("name", &self.name)
+            .field("batch_size", &self.batch_size)
+            .field("poll_interval", &self.poll_interval)
+            .field("lease", &self.lease)
+            .field("retry", &self.retry)
+            .field("publisher", &self.publisher)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<DB: OutboxDatabase> RelayBuilder<DB> {
@@ -153,6 +167,15 @@ pub struct RelayHandle {
     cancel: CancellationToken,
     task: JoinHandle<()>,
     counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for RelayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayHandle")
+            .field("stats", &self.stats())
+            .field("finished", &self.task.is_finished())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RelayHandle {
@@ -285,13 +308,13 @@ async fn run<DB: OutboxDatabase>(
         for (row, attempts, reason) in parked {
             counters.parked.fetch_add(1, Ordering::Relaxed);
             if let Ok(message) = row.message() {
-                let event = DeadLetterEvent {
-                    queue: row.destination.clone(),
-                    dead_letter_queue: PARKED.to_string(),
+                let event = DeadLetterEvent::new(
+                    row.destination.clone(),
+                    PARKED,
                     message,
-                    attempts: attempts as u32,
+                    attempts as u32,
                     reason,
-                };
+                );
                 cfg.observer.on_dead_letter(&event).await;
             }
         }

@@ -25,6 +25,7 @@
 #![doc = document_features::document_features!()]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 #[cfg(feature = "amqprs")]
 mod amqprs_driver;

@@ -227,9 +227,7 @@ impl Transferred {
             )),
         };
         match outcome {
-            Ok(()) => Ok(Receipt {
-                message_id: message.id,
-            }),
+            Ok(()) => Ok(Receipt::new(message.id)),
             Err(e) => {
                 let e = if e.kind() == ErrorKind::ConnectionLost {
                     Error::new(

@@ -303,9 +303,7 @@ impl Transferred {
             Ok(Ok(Confirm::NotSent(e))) => Err(e),
         };
         match outcome {
-            Ok(()) => Ok(Receipt {
-                message_id: message.id,
-            }),
+            Ok(()) => Ok(Receipt::new(message.id)),
             Err(e) => Err(SendError::new(e, message)),
         }
     }
