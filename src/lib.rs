@@ -88,7 +88,7 @@ pub async fn connect(config: &Config) -> Result<Broker> {
     connect_with(&drivers(), config).await
 }
 
-/// [`connect`] taking the configuration by value (a [`ConnectFn`], e.g. for the
+/// [`connect`] taking the configuration by value (a `coolmq_conformance::ConnectFn`, e.g. for the
 /// conformance suite's targets).
 pub async fn connect_owned(config: Config) -> Result<Broker> {
     connect(&config).await
