@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use coolmq::{
-    DeadLetterEvent, DeadLetterObserver, Destination, HandlerError, Message, RedeliveryPolicy,
+    async_trait, DeadLetterEvent, DeadLetterObserver, Destination, HandlerError, Message,
+    RedeliveryPolicy,
 };
 
 /// The human fallback: in production, page the on-call person.

@@ -48,7 +48,12 @@ mod worker;
 
 pub use address::{topic_matches, Destination};
 pub use addresses::AddressOrder;
+/// Implementing [`DeadLetterObserver`] (an async trait) needs this attribute; re-exported so
+/// its version is always the one coolmq's traits were made with.
+pub use async_trait::async_trait;
 pub use broker::Broker;
+/// Message bodies are [`bytes::Bytes`]; re-exported for applications that build them.
+pub use bytes;
 pub use capability::Capabilities;
 pub use codec::{Codec, Json, TypedPublisher};
 pub use config::{parse_url, redact_url, Config, ENV_CONFIG_FILE, ENV_PREFIX};
