@@ -26,7 +26,7 @@ pub use crate::delivery::ack_after_forward;
 pub use crate::driver::{connect_with, ConnectFn, Driver};
 pub use crate::error::{closed, confirm_timeout, stale_delivery};
 #[cfg(feature = "tls")]
-pub use crate::tls_client::{tls_failure, TlsClient};
+pub use crate::tls_client::{probe_handshake, tls_failure, TlsClient};
 
 /// Wrap a connected backend into the [`Broker`] applications hold, with the configuration it
 /// was made from: what a backend's `connect` returns.

@@ -189,6 +189,41 @@ pub fn tls_failure(error: &(dyn std::error::Error + 'static), endpoint: &str) ->
     None
 }
 
+/// Why a TLS server dropped a connection, found by a handshake that sends nothing after it.
+///
+/// A TLS 1.3 server checks the client's certificate after the client has finished its side
+/// of the handshake, then sends an alert and closes. A client that has already written its
+/// first bytes (an AMQP protocol header) often sees the connection reset instead, and the
+/// alert is lost with the unread data. This probe connects to `host:port`, completes the
+/// handshake, writes nothing and reads: the alert, if the server sends one, arrives intact.
+/// Blocking (run it with `spawn_blocking`); every step is bounded by `timeout`. `None` when
+/// the server raised no TLS complaint.
+pub fn probe_handshake(
+    client: &TlsClient,
+    host: &str,
+    port: u16,
+    server_name: &str,
+    endpoint: &str,
+    timeout: std::time::Duration,
+) -> Option<Error> {
+    use std::io::Read;
+    use std::net::ToSocketAddrs;
+    let name = client.server_name(server_name).ok()?;
+    let address = (host, port).to_socket_addrs().ok()?.next()?;
+    let tcp = std::net::TcpStream::connect_timeout(&address, timeout).ok()?;
+    tcp.set_read_timeout(Some(timeout)).ok()?;
+    tcp.set_write_timeout(Some(timeout)).ok()?;
+    let connection = rustls::ClientConnection::new(client.config(), name).ok()?;
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    let mut byte = [0u8; 1];
+    // The first read drives the handshake, then waits for the server's first record: an
+    // alert when it refuses the client, nothing (a timeout) when it waits for the client.
+    match tls.read(&mut byte) {
+        Err(e) => tls_failure(&e, endpoint),
+        Ok(_) => None,
+    }
+}
+
 /// `e` as a rustls error, directly or inside an `io::Error` (whose `source()` skips it).
 fn as_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     if let Some(tls) = e.downcast_ref::<rustls::Error>() {

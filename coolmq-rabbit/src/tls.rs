@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use coolmq_core::raw::{tls_failure, TlsClient};
+use coolmq_core::raw::{probe_handshake, tls_failure, TlsClient};
 use coolmq_core::{Error, Result, TlsConfig};
 use lapin::tcp::RustlsConnector;
 use lapin::uri::AMQPUri;
@@ -32,8 +32,10 @@ pub(crate) async fn connect(
         }
     };
     let connector = RustlsConnector::from(client.config());
+    let (host, port) = (uri.authority.host.clone(), uri.authority.port);
+    let probe_name = server_name.clone();
     let runtime = lapin::runtime::default_runtime().map_err(|e| map_connect(e, endpoint))?;
-    Connection::connector(
+    let connected = Connection::connector(
         uri,
         runtime,
         async move |uri, runtime| {
@@ -44,9 +46,29 @@ pub(crate) async fn connect(
         },
         props,
     )
-    .await
-    .map_err(|e| match tls_failure(&e, endpoint) {
-        Some(tls) => tls,
-        None => map_connect(e, endpoint),
+    .await;
+    let e = match connected {
+        Ok(connection) => return Ok(connection),
+        Err(e) => e,
+    };
+    if let Some(tls) = tls_failure(&e, endpoint) {
+        return Err(tls);
+    }
+    // Dropped after the handshake: the server's alert (a client certificate it demands or
+    // refuses) may have been lost with the connection; a probe that writes nothing reads it.
+    let probe_endpoint = endpoint.to_string();
+    let probed = tokio::task::spawn_blocking(move || {
+        probe_handshake(
+            &client,
+            &host,
+            port,
+            &probe_name,
+            &probe_endpoint,
+            std::time::Duration::from_secs(3),
+        )
     })
+    .await
+    .ok()
+    .flatten();
+    Err(probed.unwrap_or_else(|| map_connect(e, endpoint)))
 }
