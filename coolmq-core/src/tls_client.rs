@@ -218,9 +218,9 @@ pub fn probe_handshake(
     let mut byte = [0u8; 1];
     // The first read drives the handshake, then waits for the server's first record: an
     // alert when it refuses the client, nothing (a timeout) when it waits for the client.
-    match tls.read(&mut byte) {
+    match tls.read_exact(&mut byte) {
         Err(e) => tls_failure(&e, endpoint),
-        Ok(_) => None,
+        Ok(()) => None,
     }
 }
 
