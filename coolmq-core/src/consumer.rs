@@ -111,13 +111,15 @@ impl Consumer {
 
     /// Poll for the next delivery (what `recv` and the `Stream` implementation share).
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Delivery>>> {
-        if self.pending.is_none() {
-            let Some(state) = self.state.take() else {
-                return Poll::Ready(Err(crate::error::closed()));
-            };
-            self.pending = Some(Box::pin(state.next()));
-        }
-        let pending = self.pending.as_mut().expect("set above");
+        let pending = match &mut self.pending {
+            Some(pending) => pending,
+            None => {
+                let Some(state) = self.state.take() else {
+                    return Poll::Ready(Err(crate::error::closed()));
+                };
+                self.pending.insert(Box::pin(state.next()))
+            }
+        };
         let (state, result) = ready!(pending.as_mut().poll(cx));
         self.pending = None;
         self.state = Some(state);
