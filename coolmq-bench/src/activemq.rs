@@ -22,7 +22,7 @@ type BoxError = Box<dyn std::error::Error>;
 
 /// Messages per block; the sides alternate block by block.
 const BLOCK: usize = 2_000;
-type AmqpMessage = fe2o3_amqp::types::messaging::Message<Body<Value>>;
+pub(crate) type AmqpMessage = fe2o3_amqp::types::messaging::Message<Body<Value>>;
 
 /// Options of the ActiveMQ benchmark.
 #[derive(clap::Args)]
@@ -103,7 +103,7 @@ impl Side {
 /// What raw fe2o3 sends: the same sections on the wire as coolmq's JMS-compatible message
 /// (durable header, message id, creation time, the JMS BytesMessage annotation, an
 /// application-properties section), so both sides make the broker do the same work.
-fn raw_message(i: usize, size: usize) -> AmqpMessage {
+pub(crate) fn raw_message(i: usize, size: usize) -> AmqpMessage {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -134,7 +134,7 @@ fn raw_message(i: usize, size: usize) -> AmqpMessage {
     }
 }
 
-async fn raw_send(
+pub(crate) async fn raw_send(
     sender: &mut Sender,
     n: usize,
     size: usize,
@@ -154,7 +154,7 @@ async fn raw_send(
     Ok(start.elapsed())
 }
 
-fn check(o: Result<Outcome, fe2o3_amqp::link::SendError>) -> Result<(), BoxError> {
+pub(crate) fn check(o: Result<Outcome, fe2o3_amqp::link::SendError>) -> Result<(), BoxError> {
     match o? {
         Outcome::Accepted(_) => Ok(()),
         other => Err(format!("unexpected outcome {other:?}").into()),
@@ -190,7 +190,7 @@ async fn raw_send_keeping(
 }
 
 /// coolmq's pipelined send, shaped like [`raw_send`].
-async fn coolmq_send(
+pub(crate) async fn coolmq_send(
     p: &Publisher,
     queue: &str,
     n: usize,
@@ -570,14 +570,14 @@ async fn drain(
 
 /// Empties a queue through Artemis's management (`removeAllMessages`), waiting for the reply:
 /// far quicker than receiving what is left, and done before the next repetition starts.
-struct Purger {
+pub(crate) struct Purger {
     sender: Sender,
     replies: Receiver,
     reply_to: String,
 }
 
 impl Purger {
-    async fn attach(
+    pub(crate) async fn attach(
         session: &mut fe2o3_amqp::session::SessionHandle<()>,
         reply_to: &str,
     ) -> Result<Self, BoxError> {
@@ -595,7 +595,7 @@ impl Purger {
         })
     }
 
-    async fn purge(&mut self, queue: &str) -> Result<(), BoxError> {
+    pub(crate) async fn purge(&mut self, queue: &str) -> Result<(), BoxError> {
         let request = AmqpMessage {
             header: None,
             delivery_annotations: None,
@@ -629,7 +629,7 @@ impl Purger {
         Ok(())
     }
 
-    async fn close(self) -> Result<(), BoxError> {
+    pub(crate) async fn close(self) -> Result<(), BoxError> {
         self.sender.close().await?;
         self.replies.close().await?;
         Ok(())

@@ -14,10 +14,15 @@
 //! ```
 
 mod activemq;
+mod backlog;
 mod cpu;
+mod curves;
+mod embedded;
 mod outbox;
+mod peers;
 mod rabbit;
 mod rabbit_drivers;
+mod rss;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +45,17 @@ enum Backend {
     Activemq(activemq::Args),
     /// The outbox on PostgreSQL: relay throughput and the cost of `enqueue`.
     Outbox(outbox::Args),
+    /// The memory broker: round trips vs tokio mpsc + oneshot, footprint per stored message.
+    Embedded(embedded::Args),
+    /// Ratios over body sizes and concurrent clients, on RabbitMQ or Artemis.
+    Curves(curves::Args),
+    /// RSS of a publisher and a consumer process over a 1,000,000-message backlog.
+    Backlog(backlog::Args),
+    /// omniqueue and RustStream next to coolmq and raw lapin on the same RabbitMQ.
+    Peers(peers::Args),
+    /// One role of `backlog`, in its own process.
+    #[command(hide = true)]
+    BacklogRole(backlog::RoleArgs),
 }
 
 #[tokio::main]
@@ -49,5 +65,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Backend::RabbitDrivers(args) => rabbit_drivers::run(args).await,
         Backend::Activemq(args) => activemq::run(args).await,
         Backend::Outbox(args) => outbox::run(args).await,
+        Backend::Embedded(args) => embedded::run(args).await,
+        Backend::Curves(args) => curves::run(args).await,
+        Backend::Backlog(args) => backlog::run(args).await,
+        Backend::Peers(args) => peers::run(args).await,
+        Backend::BacklogRole(args) => backlog::role(args).await,
     }
 }
