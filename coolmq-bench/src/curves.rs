@@ -253,7 +253,7 @@ impl Bench {
 struct Finish {
     settled: Arc<AtomicUsize>,
     all: Arc<Notify>,
-    stop: Arc<Notify>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
     n: usize,
 }
 
@@ -262,7 +262,7 @@ impl Finish {
         Finish {
             settled: Arc::new(AtomicUsize::new(0)),
             all: Arc::new(Notify::new()),
-            stop: Arc::new(Notify::new()),
+            stop: Arc::new(tokio::sync::watch::channel(false).0),
             n,
         }
     }
@@ -273,9 +273,15 @@ impl Finish {
         }
     }
 
+    /// A consumer's stop signal: unlike a `Notify`, it is seen even by a consumer that was
+    /// busy acking when the last message was settled.
+    fn stopped(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
     async fn wait(&self) {
         self.all.notified().await;
-        self.stop.notify_waiters();
+        self.stop.send_replace(true);
     }
 }
 
@@ -345,6 +351,21 @@ impl Rabbit {
             });
         }
         Ok(brokers)
+    }
+
+    /// A connection per client when each has its own; none when they share `self.conn`.
+    async fn raw_conns_each(
+        &self,
+        clients: usize,
+        mode: Mode,
+    ) -> Result<Vec<lapin::Connection>, BoxError> {
+        let mut conns = Vec::new();
+        if mode == Mode::ConnectionEach {
+            for _ in 0..clients {
+                conns.push(raw_connection(&self.url).await.map_err(local)?);
+            }
+        }
+        Ok(conns)
     }
 
     async fn publish(
@@ -427,13 +448,16 @@ impl Rabbit {
         let mut tasks = Vec::new();
         if coolmq {
             let brokers = self.brokers(clients, mode).await?;
+            // Timed from the subscriptions on: with many consumers, what they prefetch is a
+            // large part of the run, and a clock started later would miss it.
+            let start = Instant::now();
             let mut consumers = Vec::new();
             for b in &brokers {
                 consumers.push(b.consumer_with_prefetch(&self.queue, self.prefetch).await?);
             }
-            let start = Instant::now();
             for mut c in consumers {
                 let f = finish.clone();
+                let mut stop = finish.stopped();
                 tasks.push(tokio::spawn(async move {
                     loop {
                         tokio::select! {
@@ -442,7 +466,7 @@ impl Rabbit {
                                 d.ack().await?;
                                 f.one();
                             }
-                            _ = f.stop.notified() => break,
+                            _ = stop.changed() => break,
                         }
                     }
                     c.close().await?;
@@ -457,9 +481,11 @@ impl Rabbit {
             close_extra(brokers, mode).await?;
             Ok(elapsed)
         } else {
-            let (channels, conns) = self.raw_channels(clients, mode).await?;
+            let conns = self.raw_conns_each(clients, mode).await?;
+            let start = Instant::now();
             let mut consumers = Vec::new();
-            for ch in channels {
+            for i in 0..clients {
+                let ch = conns.get(i).unwrap_or(&self.conn).create_channel().await?;
                 ch.basic_qos(self.prefetch, BasicQosOptions::default())
                     .await?;
                 let consumer = ch
@@ -472,9 +498,9 @@ impl Rabbit {
                     .await?;
                 consumers.push((ch, consumer));
             }
-            let start = Instant::now();
             for (ch, mut consumer) in consumers {
                 let f = finish.clone();
+                let mut stop = finish.stopped();
                 tasks.push(tokio::spawn(async move {
                     loop {
                         tokio::select! {
@@ -483,7 +509,7 @@ impl Rabbit {
                                 d.ack(BasicAckOptions::default()).await?;
                                 f.one();
                             }
-                            _ = f.stop.notified() => break,
+                            _ = stop.changed() => break,
                         }
                     }
                     ch.close(200, "".into()).await?;
@@ -726,13 +752,16 @@ impl Artemis {
         let mut tasks = Vec::new();
         if coolmq {
             let brokers = self.brokers(clients, mode).await?;
+            // Timed from the subscriptions on: with many consumers, what they prefetch is a
+            // large part of the run, and a clock started later would miss it.
+            let start = Instant::now();
             let mut consumers = Vec::new();
             for b in &brokers {
                 consumers.push(b.consumer_with_prefetch(&self.queue, self.prefetch).await?);
             }
-            let start = Instant::now();
             for mut c in consumers {
                 let f = finish.clone();
+                let mut stop = finish.stopped();
                 tasks.push(tokio::spawn(async move {
                     loop {
                         tokio::select! {
@@ -741,7 +770,7 @@ impl Artemis {
                                 d.ack().await?;
                                 f.one();
                             }
-                            _ = f.stop.notified() => break,
+                            _ = stop.changed() => break,
                         }
                     }
                     c.close().await?;
@@ -757,6 +786,7 @@ impl Artemis {
             Ok(elapsed)
         } else {
             let mut sessions = self.raw_sessions(clients, mode).await?;
+            let start = Instant::now();
             let mut receivers = Vec::new();
             for i in 0..clients {
                 let name = self.link_name("receiver");
@@ -773,9 +803,9 @@ impl Artemis {
                         .await?,
                 );
             }
-            let start = Instant::now();
             for mut r in receivers {
                 let f = finish.clone();
+                let mut stop = finish.stopped();
                 tasks.push(tokio::spawn(async move {
                     loop {
                         tokio::select! {
@@ -784,7 +814,7 @@ impl Artemis {
                                 r.accept(&d).await?;
                                 f.one();
                             }
-                            _ = f.stop.notified() => break,
+                            _ = stop.changed() => break,
                         }
                     }
                     r.close().await?;

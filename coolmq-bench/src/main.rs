@@ -15,6 +15,7 @@
 
 mod activemq;
 mod backlog;
+mod charts;
 mod cpu;
 mod curves;
 mod embedded;
@@ -53,6 +54,8 @@ enum Backend {
     Backlog(backlog::Args),
     /// omniqueue and RustStream next to coolmq and raw lapin on the same RabbitMQ.
     Peers(peers::Args),
+    /// Draw the PNG charts from the JSON the curves and backlog runs wrote.
+    Charts(charts::Args),
     /// One role of `backlog`, in its own process.
     #[command(hide = true)]
     BacklogRole(backlog::RoleArgs),
@@ -69,6 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Backend::Curves(args) => curves::run(args).await,
         Backend::Backlog(args) => backlog::run(args).await,
         Backend::Peers(args) => peers::run(args).await,
+        Backend::Charts(args) => charts::run(args),
         Backend::BacklogRole(args) => backlog::role(args).await,
     }
 }

@@ -38,8 +38,15 @@ pub struct Args {
     #[arg(long, default_value_t = 500)]
     batch: usize,
     /// Body size in bytes.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 1024)]
     size: usize,
+    /// Relay counts to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 8])]
+    relays: Vec<usize>,
+    /// Rows for the table-at-scale scenario (its size on disk, then drained into RabbitMQ);
+    /// 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    table_rows: usize,
     /// Transactions timed for the enqueue-cost scenario (per side, per repetition).
     #[arg(long, default_value_t = 2_000)]
     transactions: usize,
@@ -119,6 +126,80 @@ async fn relay_rate(
     Ok(args.rows as f64 / elapsed.as_secs_f64())
 }
 
+/// Raw lapin publishing `rows` messages pipelined (window 256, each confirm checked) into a
+/// fresh queue: messages per second.
+async fn raw_rate(
+    conn: &lapin::Connection,
+    ch: &lapin::Channel,
+    queue: &str,
+    args: &Args,
+) -> Result<f64, BoxError> {
+    crate::rabbit::fresh_queue(conn, queue, "classic").await?;
+    let t = crate::rabbit::raw_publish(ch, queue, args.rows, args.size, 256).await?;
+    Ok(args.rows as f64 / t.as_secs_f64())
+}
+
+/// `table_rows` pending rows: the table's size on disk, then the time the largest relay
+/// count takes to drain them into RabbitMQ.
+async fn table_at_scale(
+    outbox: &Outbox<sqlx::Postgres>,
+    rabbit: &coolmq::Broker,
+    queue: &str,
+    args: &Args,
+) -> Result<(), BoxError> {
+    let dest = Destination::queue(queue);
+    // The scenarios before left dead rows behind: compact the table so its size is the
+    // pending rows'.
+    sqlx::query("VACUUM FULL coolmq_outbox")
+        .execute(outbox.pool())
+        .await?;
+    let start = Instant::now();
+    fill(outbox, &dest, args.table_rows, args.size).await?;
+    let filled = start.elapsed();
+    let (table, total): (i64, i64) = sqlx::query_as(
+        "SELECT pg_relation_size('coolmq_outbox'), pg_total_relation_size('coolmq_outbox')",
+    )
+    .fetch_one(outbox.pool())
+    .await?;
+    let mib = |b: i64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "outbox table-at-scale      rows={} body={} B enqueued in {:.1} s ({:.0} rows/s, 1000 per transaction): table {:.0} MiB, with indexes and TOAST {:.0} MiB ({:.0} B per row)",
+        args.table_rows,
+        args.size,
+        filled.as_secs_f64(),
+        args.table_rows as f64 / filled.as_secs_f64(),
+        mib(table),
+        mib(total),
+        total as f64 / args.table_rows as f64
+    );
+    let relays = args.relays.iter().copied().max().unwrap_or(1);
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..relays {
+        handles.push(
+            outbox
+                .relay(rabbit.publisher().await?)
+                .batch_size(args.batch)
+                .poll_interval(Duration::from_millis(20))
+                .spawn(),
+        );
+    }
+    while outbox.counts().await?.pending > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = start.elapsed();
+    for h in handles {
+        h.shutdown().await?;
+    }
+    println!(
+        "outbox table-at-scale      drained {} rows into RabbitMQ with {relays} relays in {:.1} s: {:.0} msg/s",
+        args.table_rows,
+        elapsed.as_secs_f64(),
+        args.table_rows as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Transactions per second: INSERT a business row, optionally enqueue its message, commit.
 async fn txn_rate(
     outbox: &Outbox<sqlx::Postgres>,
@@ -162,14 +243,38 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             .declare_queue(&QueueSpec::new(&queue).dead_letter_queue(None))
             .await?;
     }
+    // Raw lapin's pipelined publish of the same rows' messages into the same broker, the
+    // reference for the relay into RabbitMQ (its sides alternate with the relay's).
+    let raw = crate::rabbit::raw_connection(&args.rabbit).await?;
+    let raw_ch = raw.create_channel().await?;
+    raw_ch
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    let raw_q = format!("{queue}.raw");
     for (name, broker) in [("memory", &memory), ("rabbit", &rabbit)] {
-        for relays in [1, 4] {
-            let mut rates = Vec::new();
-            for _ in 0..args.reps {
+        for &relays in &args.relays {
+            let (mut rates, mut raw_rates) = (Vec::new(), Vec::new());
+            for rep in 0..args.reps {
+                let raw_first = name == "rabbit" && rep % 2 == 1;
+                if raw_first {
+                    raw_rates.push(raw_rate(&raw, &raw_ch, &raw_q, &args).await?);
+                }
                 rates.push(relay_rate(&outbox, broker, &queue, &args, relays).await?);
+                if name == "rabbit" && !raw_first {
+                    raw_rates.push(raw_rate(&raw, &raw_ch, &raw_q, &args).await?);
+                }
             }
+            let vs_raw = if raw_rates.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " raw-lapin-pipelined={:>8.0} msg/s ratio={:.3} (target ≥ 0.9)",
+                    median(&raw_rates),
+                    median(&rates) / median(&raw_rates)
+                )
+            };
             println!(
-                "outbox relay-into-{name:<7} relays={relays} batch={} rows={} median={:>8.0} msg/s samples={:?}",
+                "outbox relay-into-{name:<7} relays={relays} batch={} rows={} median={:>8.0} msg/s samples={:?}{vs_raw}",
                 args.batch,
                 args.rows,
                 median(&rates),
@@ -177,7 +282,13 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             );
         }
     }
+    if args.table_rows > 0 {
+        table_at_scale(&outbox, &rabbit, &queue, &args).await?;
+    }
     rabbit.delete_queue(&queue).await?;
+    let ch = raw.create_channel().await?;
+    ch.queue_delete(raw_q.as_str().into(), Default::default())
+        .await?;
 
     sqlx::query("CREATE TABLE bench_orders (id TEXT PRIMARY KEY, payload BYTEA NOT NULL)")
         .execute(&pool)
