@@ -169,7 +169,12 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             continue;
         }
         for &(curve, size, clients, mode) in &plan {
-            let n = args.count(size, clients);
+            let mut n = args.count(size, clients);
+            if scenario == "consume" && size <= 1024 {
+                // At least four prefetch windows per consumer, so the run is not mostly what
+                // was prefetched before the clock started.
+                n = n.max(clients * usize::from(args.prefetch) * 4);
+            }
             let (mut raw, mut cool, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
             for rep in 0..args.reps {
                 let mut pair = [0.0; 2];
@@ -389,6 +394,12 @@ impl Rabbit {
             for b in &brokers {
                 publishers.push(b.publisher().await?);
             }
+            // One untimed send each: coolmq attaches a publisher's link (on ActiveMQ after a
+            // routing check) at its first send, where raw attaches before the clock starts.
+            for p in &publishers {
+                p.send(&coolmq::Destination::queue(&self.queue), coolmq::Message::new("warm-up"))
+                    .await?;
+            }
             start = Instant::now();
             for p in publishers {
                 let q = self.queue.clone();
@@ -448,13 +459,14 @@ impl Rabbit {
         let mut tasks = Vec::new();
         if coolmq {
             let brokers = self.brokers(clients, mode).await?;
-            // Timed from the subscriptions on: with many consumers, what they prefetch is a
-            // large part of the run, and a clock started later would miss it.
-            let start = Instant::now();
+            // Subscribing is untimed on both sides (coolmq's ActiveMQ consumer also makes a
+            // management call first): the clock measures consuming. With c consumers up to
+            // c × prefetch messages are already on their way when it starts, alike for both.
             let mut consumers = Vec::new();
             for b in &brokers {
                 consumers.push(b.consumer_with_prefetch(&self.queue, self.prefetch).await?);
             }
+            let start = Instant::now();
             for mut c in consumers {
                 let f = finish.clone();
                 let mut stop = finish.stopped();
@@ -482,7 +494,6 @@ impl Rabbit {
             Ok(elapsed)
         } else {
             let conns = self.raw_conns_each(clients, mode).await?;
-            let start = Instant::now();
             let mut consumers = Vec::new();
             for i in 0..clients {
                 let ch = conns.get(i).unwrap_or(&self.conn).create_channel().await?;
@@ -498,6 +509,7 @@ impl Rabbit {
                     .await?;
                 consumers.push((ch, consumer));
             }
+            let start = Instant::now();
             for (ch, mut consumer) in consumers {
                 let f = finish.clone();
                 let mut stop = finish.stopped();
@@ -691,6 +703,12 @@ impl Artemis {
             for b in &brokers {
                 publishers.push(b.publisher().await?);
             }
+            // One untimed send each: coolmq attaches a publisher's link (on ActiveMQ after a
+            // routing check) at its first send, where raw attaches before the clock starts.
+            for p in &publishers {
+                p.send(&coolmq::Destination::queue(&self.queue), coolmq::Message::new("warm-up"))
+                    .await?;
+            }
             let start = Instant::now();
             for p in publishers {
                 let q = self.queue.clone();
@@ -752,13 +770,14 @@ impl Artemis {
         let mut tasks = Vec::new();
         if coolmq {
             let brokers = self.brokers(clients, mode).await?;
-            // Timed from the subscriptions on: with many consumers, what they prefetch is a
-            // large part of the run, and a clock started later would miss it.
-            let start = Instant::now();
+            // Subscribing is untimed on both sides (coolmq's ActiveMQ consumer also makes a
+            // management call first): the clock measures consuming. With c consumers up to
+            // c × prefetch messages are already on their way when it starts, alike for both.
             let mut consumers = Vec::new();
             for b in &brokers {
                 consumers.push(b.consumer_with_prefetch(&self.queue, self.prefetch).await?);
             }
+            let start = Instant::now();
             for mut c in consumers {
                 let f = finish.clone();
                 let mut stop = finish.stopped();
@@ -786,7 +805,6 @@ impl Artemis {
             Ok(elapsed)
         } else {
             let mut sessions = self.raw_sessions(clients, mode).await?;
-            let start = Instant::now();
             let mut receivers = Vec::new();
             for i in 0..clients {
                 let name = self.link_name("receiver");
@@ -803,6 +821,7 @@ impl Artemis {
                         .await?,
                 );
             }
+            let start = Instant::now();
             for mut r in receivers {
                 let f = finish.clone();
                 let mut stop = finish.stopped();
