@@ -18,7 +18,10 @@ pub struct Args {
     #[arg(long, default_value = "docs/bench")]
     dir: PathBuf,
     /// A TrueType font for the labels.
-    #[arg(long, default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")]
+    #[arg(
+        long,
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
     font: PathBuf,
 }
 
@@ -31,8 +34,12 @@ pub fn run(args: Args) -> Result<(), BoxError> {
         )
     })?;
     // plotters keeps registered fonts for the process's lifetime.
-    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))
-        .map_err(|_| "the font did not load")?;
+    plotters::style::register_font(
+        "sans-serif",
+        FontStyle::Normal,
+        Box::leak(font.into_boxed_slice()),
+    )
+    .map_err(|_| "the font did not load")?;
     let mut drawn = 0;
     for broker in ["rabbit", "artemis"] {
         let data = args.dir.join(format!("curves-{broker}.json"));
@@ -53,7 +60,11 @@ pub fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     if drawn == 0 {
-        return Err(format!("no curves-*.json or backlog-*.json in {}", args.dir.display()).into());
+        return Err(format!(
+            "no curves-*.json or backlog-*.json in {}",
+            args.dir.display()
+        )
+        .into());
     }
     Ok(())
 }
@@ -73,18 +84,21 @@ fn curves_chart(points: &[Point], out: &Path) -> Result<(), BoxError> {
     let root = BitMapBackend::new(out, (1400, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(700);
-    let max = points
-        .iter()
-        .map(|p| p.hi)
-        .fold(1.2, f64::max)
-        .min(3.0)
-        + 0.1;
-    let colors = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+    let max = points.iter().map(|p| p.hi).fold(1.2, f64::max).min(3.0) + 0.1;
+    let colors = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+    ];
 
     // Sizes, log2 axis.
     let mut chart = ChartBuilder::on(&left)
         .caption(
-            format!("{}: coolmq / raw over body size (1 client)", broker_name(first.broker)),
+            format!(
+                "{}: coolmq / raw over body size (1 client)",
+                broker_name(first.broker)
+            ),
             ("sans-serif", 22),
         )
         .margin(15)
@@ -119,7 +133,10 @@ fn curves_chart(points: &[Point], out: &Path) -> Result<(), BoxError> {
     // Clients, log2 axis.
     let mut chart = ChartBuilder::on(&right)
         .caption(
-            format!("{}: coolmq / raw over concurrent clients (1 KiB)", broker_name(first.broker)),
+            format!(
+                "{}: coolmq / raw over concurrent clients (1 KiB)",
+                broker_name(first.broker)
+            ),
             ("sans-serif", 22),
         )
         .margin(15)
@@ -143,7 +160,10 @@ fn curves_chart(points: &[Point], out: &Path) -> Result<(), BoxError> {
     target_line(&mut chart, -0.3, 6.3)?;
     let mut k = 0;
     for scenario in ["publish", "consume"] {
-        for (mode, name) in [(Mode::SharedConnection, "one connection"), (Mode::ConnectionEach, "a connection each")] {
+        for (mode, name) in [
+            (Mode::SharedConnection, "one connection"),
+            (Mode::ConnectionEach, "a connection each"),
+        ] {
             let series: Vec<(f64, f64, f64, f64)> = points
                 .iter()
                 .filter(|p| {
@@ -171,11 +191,18 @@ fn scenario_label(s: &str) -> &'static str {
     }
 }
 
-type Chart<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+type Chart<'a> = ChartContext<
+    'a,
+    BitMapBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
 
 fn target_line(chart: &mut Chart<'_>, from: f64, to: f64) -> Result<(), BoxError> {
     chart
-        .draw_series(LineSeries::new(vec![(from, 0.95), (to, 0.95)], BLACK.mix(0.4).stroke_width(1)))?
+        .draw_series(LineSeries::new(
+            vec![(from, 0.95), (to, 0.95)],
+            BLACK.mix(0.4).stroke_width(1),
+        ))?
         .label("target 0.95")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
     Ok(())
@@ -191,14 +218,21 @@ fn draw_series(
     let mut sorted = series.to_vec();
     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
     chart
-        .draw_series(LineSeries::new(sorted.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))?
+        .draw_series(LineSeries::new(
+            sorted.iter().map(|p| (p.0, p.1)),
+            color.stroke_width(2),
+        ))?
         .label(label.to_string())
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-    chart.draw_series(sorted.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))?;
     chart.draw_series(
         sorted
             .iter()
-            .map(|p| PathElement::new(vec![(p.0, p.2), (p.0, p.3)], color.mix(0.6).stroke_width(1))),
+            .map(|p| Circle::new((p.0, p.1), 4, color.filled())),
+    )?;
+    chart.draw_series(
+        sorted.iter().map(|p| {
+            PathElement::new(vec![(p.0, p.2), (p.0, p.3)], color.mix(0.6).stroke_width(1))
+        }),
     )?;
     Ok(())
 }
@@ -245,7 +279,11 @@ fn backlog_chart(results: &backlog::Results, out: &Path) -> Result<(), BoxError>
                 format!(
                     "{}: {} process RSS, {}k-message backlog",
                     broker_name(results.broker),
-                    if role == "publish" { "publisher (window 256)" } else { "consumer (prefetch 200)" },
+                    if role == "publish" {
+                        "publisher (window 256)"
+                    } else {
+                        "consumer (prefetch 200)"
+                    },
                     full.messages / 1000
                 ),
                 ("sans-serif", 20),
@@ -263,20 +301,36 @@ fn backlog_chart(results: &backlog::Results, out: &Path) -> Result<(), BoxError>
         let blue = RGBColor(31, 119, 180);
         chart
             .draw_series(LineSeries::new(
-                full.samples.iter().map(|s| (s.done as f64 / 1000.0, mib(s.rss))),
+                full.samples
+                    .iter()
+                    .map(|s| (s.done as f64 / 1000.0, mib(s.rss))),
                 blue.stroke_width(2),
             ))?
-            .label(format!("{}k backlog (peak {full_peak:.1} MiB)", full.messages / 1000))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2)));
+            .label(format!(
+                "{}k backlog (peak {full_peak:.1} MiB)",
+                full.messages / 1000
+            ))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2))
+            });
         let green = RGBColor(44, 160, 44);
         chart
-            .draw_series(LineSeries::new(vec![(0.0, base_peak), (total, base_peak)], green.stroke_width(1)))?
-            .label(format!("{}k backlog's peak ({base_peak:.1} MiB)", base.messages / 1000))
+            .draw_series(LineSeries::new(
+                vec![(0.0, base_peak), (total, base_peak)],
+                green.stroke_width(1),
+            ))?
+            .label(format!(
+                "{}k backlog's peak ({base_peak:.1} MiB)",
+                base.messages / 1000
+            ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], green));
         let red = RGBColor(214, 39, 40);
         let limit = base_peak * backlog::FLAT;
         chart
-            .draw_series(LineSeries::new(vec![(0.0, limit), (total, limit)], red.stroke_width(1)))?
+            .draw_series(LineSeries::new(
+                vec![(0.0, limit), (total, limit)],
+                red.stroke_width(1),
+            ))?
             .label(format!("flat limit {}× ({limit:.1} MiB)", backlog::FLAT))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red));
         legend(&mut chart)?;

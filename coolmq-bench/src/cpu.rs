@@ -33,6 +33,11 @@ impl CpuUse {
         self.thread_kernel += now.thread_kernel.saturating_sub(before.thread_kernel);
     }
 
+    /// Process CPU microseconds per message over `n` messages.
+    pub fn process_us_per_message(&self, n: usize) -> f64 {
+        self.process.as_secs_f64() * 1e6 / n.max(1) as f64
+    }
+
     /// Microseconds per message over `n` messages.
     pub fn per_message(&self, n: usize) -> PerMessage {
         let us = |d: Duration| d.as_secs_f64() * 1e6 / n.max(1) as f64;

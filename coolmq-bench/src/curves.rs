@@ -100,6 +100,11 @@ pub struct Point {
     pub ratio: f64,
     pub lo: f64,
     pub hi: f64,
+    /// Client CPU (the whole process) per message, µs, median of the repetitions.
+    #[serde(default)]
+    pub raw_cpu_us: f64,
+    #[serde(default)]
+    pub coolmq_cpu_us: f64,
 }
 
 /// Numbers the raw AMQP 1.0 connections' container ids.
@@ -136,8 +141,8 @@ impl Args {
 pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let url = args.url();
     let mut bench = match args.broker {
-        BrokerKind::Rabbit => Bench::Rabbit(Rabbit::open(&url, &args).await?),
-        BrokerKind::Artemis => Bench::Artemis(Artemis::open(&url, &args).await?),
+        BrokerKind::Rabbit => Bench::Rabbit(Box::new(Rabbit::open(&url, &args).await?)),
+        BrokerKind::Artemis => Bench::Artemis(Box::new(Artemis::open(&url, &args).await?)),
     };
     println!(
         "# curves on {:?} at {}: persistent messages, window {} per publisher, prefetch {} per consumer, {} reps per point, raw and coolmq alternated",
@@ -176,13 +181,19 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 n = n.max(clients * usize::from(args.prefetch) * 4);
             }
             let (mut raw, mut cool, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            let mut cpu = [Vec::new(), Vec::new()];
             for rep in 0..args.reps {
                 let mut pair = [0.0; 2];
                 for side in [rep % 2, 1 - rep % 2] {
+                    // Process CPU over the whole run (set-up included, alike for both sides).
+                    let before = crate::cpu::CpuUse::now();
                     let t = bench
                         .run(scenario, side == 1, size, clients, mode, n)
                         .await
                         .map_err(|e| format!("{scenario} {size} B × {clients}: {e}"))?;
+                    let mut used = crate::cpu::CpuUse::default();
+                    used.add_since(&before);
+                    cpu[side].push(used.process_us_per_message(n));
                     pair[side] = rate(n, t);
                 }
                 raw.push(pair[0]);
@@ -192,8 +203,9 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let lo = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
             let hi = ratios.iter().cloned().fold(0.0, f64::max);
             let ratio = median(&ratios);
+            let (raw_cpu_us, coolmq_cpu_us) = (median(&cpu[0]), median(&cpu[1]));
             println!(
-                "{:<7} {scenario:<7} {curve:<10} size={size:<7} clients={clients:<2} {:<17} n={n:<6} raw={:>8.0} msg/s coolmq={:>8.0} msg/s ratio={ratio:.3} [{lo:.3}..{hi:.3}]",
+                "{:<7} {scenario:<7} {curve:<10} size={size:<7} clients={clients:<2} {:<17} n={n:<6} raw={:>8.0} msg/s coolmq={:>8.0} msg/s ratio={ratio:.3} [{lo:.3}..{hi:.3}] cpu µs/msg raw={raw_cpu_us:.1} coolmq={coolmq_cpu_us:.1}",
                 format!("{:?}", args.broker).to_lowercase(),
                 format!("{mode:?}").to_lowercase(),
                 median(&raw),
@@ -212,6 +224,8 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 ratio,
                 lo,
                 hi,
+                raw_cpu_us,
+                coolmq_cpu_us,
             });
         }
     }
@@ -223,8 +237,8 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 enum Bench {
-    Rabbit(Rabbit),
-    Artemis(Artemis),
+    Rabbit(Box<Rabbit>),
+    Artemis(Box<Artemis>),
 }
 
 impl Bench {
@@ -397,8 +411,11 @@ impl Rabbit {
             // One untimed send each: coolmq attaches a publisher's link (on ActiveMQ after a
             // routing check) at its first send, where raw attaches before the clock starts.
             for p in &publishers {
-                p.send(&coolmq::Destination::queue(&self.queue), coolmq::Message::new("warm-up"))
-                    .await?;
+                p.send(
+                    &coolmq::Destination::queue(&self.queue),
+                    coolmq::Message::new("warm-up"),
+                )
+                .await?;
             }
             start = Instant::now();
             for p in publishers {
@@ -418,8 +435,8 @@ impl Rabbit {
                 ch.confirm_select(ConfirmSelectOptions::default()).await?;
             }
             start = Instant::now();
-            for ch in channels.iter().cloned() {
-                let q = self.queue.clone();
+            for ch in &channels {
+                let (ch, q) = (ch.clone(), self.queue.clone());
                 tasks.push(tokio::spawn(async move {
                     raw_publish(&ch, &q, per, size, window)
                         .await
@@ -706,8 +723,11 @@ impl Artemis {
             // One untimed send each: coolmq attaches a publisher's link (on ActiveMQ after a
             // routing check) at its first send, where raw attaches before the clock starts.
             for p in &publishers {
-                p.send(&coolmq::Destination::queue(&self.queue), coolmq::Message::new("warm-up"))
-                    .await?;
+                p.send(
+                    &coolmq::Destination::queue(&self.queue),
+                    coolmq::Message::new("warm-up"),
+                )
+                .await?;
             }
             let start = Instant::now();
             for p in publishers {

@@ -49,35 +49,39 @@ struct Results {
     ratio: f64,
     stored: usize,
     bytes_per_message: f64,
+    coolmq_allocations_per_round_trip: f64,
+    channel_allocations_per_round_trip: f64,
 }
 
-/// The bare baseline: a producer task sends `(body, ack)` into a bounded channel, a consumer
-/// task takes each and fires its oneshot; the producer keeps `window` acks outstanding.
+/// The bare baseline: a producer task sends `(message, ack)` into a bounded channel, a
+/// consumer task takes each and fires its oneshot; the producer keeps `window` acks
+/// outstanding. The message is the same coolmq `Message` the other side sends, so both
+/// build the same value and the ratio is about moving it.
 async fn channel_round_trips(
     n: usize,
     size: usize,
     window: usize,
     capacity: usize,
 ) -> Result<Duration, BoxError> {
-    let (tx, mut rx) = mpsc::channel::<(bytes::Bytes, oneshot::Sender<()>)>(capacity);
+    let (tx, mut rx) = mpsc::channel::<(Message, oneshot::Sender<()>)>(capacity);
     let consumer = tokio::spawn(async move {
         let mut got = 0usize;
-        while let Some((body, ack)) = rx.recv().await {
-            got += body.len().min(1);
+        while let Some((message, ack)) = rx.recv().await {
+            got += message.body.len().min(1);
             let _ = ack.send(());
         }
         got
     });
     let start = Instant::now();
     let mut acks = FuturesUnordered::new();
-    for _ in 0..n {
+    for i in 0..n {
         while acks.len() >= window {
             acks.next().await.expect("non-empty")?;
         }
         let (ack, acked) = oneshot::channel();
-        tx.send((bytes::Bytes::from(vec![b'x'; size]), ack))
-            .await
-            .map_err(|_| "consumer gone")?;
+        // The same value coolmq's side sends, built the same way.
+        let m = Message::new_with_id(format!("m-{i}"), vec![b'x'; size]);
+        tx.send((m, ack)).await.map_err(|_| "consumer gone")?;
         acks.push(acked);
     }
     while let Some(a) = acks.next().await {
@@ -211,6 +215,32 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         if ratio >= 0.5 { "met" } else { "NOT met" }
     );
 
+    // Untimed: heap allocations per round trip on each side.
+    let k = 10_000;
+    let (r, channel_allocs) = crate::allocs::counting(channel_round_trips(
+        k,
+        args.size,
+        args.window,
+        args.prefetch.into(),
+    ))
+    .await;
+    r?;
+    let (r, coolmq_allocs) = crate::allocs::counting(coolmq_round_trips(
+        &broker,
+        queue,
+        k,
+        args.size,
+        args.window,
+        args.prefetch,
+    ))
+    .await;
+    r?;
+    println!(
+        "memory allocations per round trip: coolmq {:.1}, channel {:.1}",
+        coolmq_allocs as f64 / k as f64,
+        channel_allocs as f64 / k as f64
+    );
+
     let stored_queue = "bench.embedded.stored";
     broker
         .declare_queue(&broker.queue_spec(stored_queue))
@@ -235,6 +265,8 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             ratio,
             stored: args.stored,
             bytes_per_message: per_message,
+            coolmq_allocations_per_round_trip: coolmq_allocs as f64 / k as f64,
+            channel_allocations_per_round_trip: channel_allocs as f64 / k as f64,
         };
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
     }

@@ -14,6 +14,7 @@
 //! ```
 
 mod activemq;
+mod allocs;
 mod backlog;
 mod charts;
 mod cpu;
@@ -27,6 +28,9 @@ mod rss;
 mod stats;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: allocs::Counting = allocs::Counting;
 
 /// Benchmarks coolmq against the raw client libraries.
 #[derive(Parser)]

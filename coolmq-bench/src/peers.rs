@@ -69,7 +69,7 @@ const GUARANTEES: [(&str, &str); 4] = [
     ),
     (
         "ruststream",
-        "publish: ConfirmsPublish, every publish awaits its confirm (256 outstanding), persistent; consume: manual ack each",
+        "publish: ConfirmsPublish, every publish awaits its confirm (256 outstanding), persistent, not mandatory (an unroutable message is confirmed and dropped); consume: manual ack each",
     ),
 ];
 
