@@ -304,6 +304,28 @@ impl Finish {
     }
 }
 
+/// A coolmq consumer acking until `finish` says every message is settled.
+fn spawn_coolmq_consumer(
+    mut c: coolmq::Consumer,
+    finish: &Finish,
+) -> tokio::task::JoinHandle<Result<(), BoxError>> {
+    let (f, mut stop) = (finish.clone(), finish.stopped());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                d = c.recv() => {
+                    let d = d?.ok_or("consumer ended")?;
+                    d.ack().await?;
+                    f.one();
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        c.close().await?;
+        Ok(())
+    })
+}
+
 /// Converts a spawned side's result.
 fn joined<T>(r: Result<Result<T, BoxError>, tokio::task::JoinError>) -> Result<T, BoxError> {
     r.map_err(|e| -> BoxError { e.to_string().into() })?
@@ -484,24 +506,11 @@ impl Rabbit {
                 consumers.push(b.consumer_with_prefetch(&self.queue, self.prefetch).await?);
             }
             let start = Instant::now();
-            for mut c in consumers {
-                let f = finish.clone();
-                let mut stop = finish.stopped();
-                tasks.push(tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            d = c.recv() => {
-                                let d = d?.ok_or("consumer ended")?;
-                                d.ack().await?;
-                                f.one();
-                            }
-                            _ = stop.changed() => break,
-                        }
-                    }
-                    c.close().await?;
-                    Ok::<_, BoxError>(())
-                }));
-            }
+            tasks.extend(
+                consumers
+                    .into_iter()
+                    .map(|c| spawn_coolmq_consumer(c, &finish)),
+            );
             finish.wait().await;
             let elapsed = start.elapsed();
             for t in tasks {
@@ -798,24 +807,11 @@ impl Artemis {
                 consumers.push(b.consumer_with_prefetch(&self.queue, self.prefetch).await?);
             }
             let start = Instant::now();
-            for mut c in consumers {
-                let f = finish.clone();
-                let mut stop = finish.stopped();
-                tasks.push(tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            d = c.recv() => {
-                                let d = d?.ok_or("consumer ended")?;
-                                d.ack().await?;
-                                f.one();
-                            }
-                            _ = stop.changed() => break,
-                        }
-                    }
-                    c.close().await?;
-                    Ok::<_, BoxError>(())
-                }));
-            }
+            tasks.extend(
+                consumers
+                    .into_iter()
+                    .map(|c| spawn_coolmq_consumer(c, &finish)),
+            );
             finish.wait().await;
             let elapsed = start.elapsed();
             for t in tasks {
